@@ -1,0 +1,52 @@
+"""Items API: Flask, a psycopg connection pool and PostgreSQL.
+
+`create_app()` is the only entry point: Granian calls it in each worker
+process (``python -m app serve``), and the tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from flask import Flask
+from psycopg_pool import PoolTimeout
+
+from . import db, errors, health, items, logs, openapi
+from .config import Config
+
+log = logging.getLogger("app")
+
+
+class StartupError(Exception):
+    """The application cannot start; the message says why, without secrets."""
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    logs.setup(config.log_level)
+    app = Flask(__name__)
+    # Werkzeug answers 413 from Content-Length before reading, and stops a
+    # chunked body as soon as it passes the limit.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    try:
+        pool = db.create_pool(config)
+    except PoolTimeout:
+        raise StartupError(
+            "cannot connect to the database (see the connection errors above)"
+        ) from None
+    try:
+        with pool.connection() as conn:
+            row = conn.execute("SELECT key FROM cursor_key").fetchone()
+    except psycopg.errors.UndefinedTable:
+        pool.close()
+        raise StartupError("the database is not migrated: run `python -m app migrate`") from None
+    app.extensions["pool"] = pool
+    app.extensions["cursor_key"] = bytes(row[0])
+
+    logs.init_app(app)
+    errors.register(app)
+    for module in (health, items, openapi):
+        app.register_blueprint(module.bp)
+    log.info("app ready", extra={"event": "app.ready", "database": config.conninfo})
+    return app

@@ -1,0 +1,144 @@
+"""Configuration, read once from the environment and validated at start-up.
+
+Every setting is an environment variable; a secret may instead come from a
+file named by ``<NAME>_FILE`` (the Docker secrets convention), so that it never
+has to sit in a container's environment. A bad value raises `ConfigError`
+with a message that names the variable and never shows a secret; the command
+line turns it into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import psycopg.conninfo
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # libpq parameters without the password: safe to show; the password
+    # travels apart and is handed to each new connection.
+    conninfo: str
+    database_password: str | None = field(default=None, repr=False)
+    pool_min: int = 2
+    pool_max: int = 4
+    pool_timeout: float = 3.0
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    host: str = "0.0.0.0"
+    port: int = 5000
+    workers: int = 1
+    # None means "as many as the pool has connections" (see `threads`).
+    blocking_threads: int | None = None
+
+    @property
+    def threads(self) -> int:
+        """Granian's blocking threads: one per pooled connection by default.
+
+        More threads than connections only queue on the pool while holding
+        the GIL; Granian's own default (hundreds) would drown it.
+        """
+        return self.blocking_threads or self.pool_max
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        conninfo, url_password = _database_url(env)
+        file_password = _secret_file(env, "DATABASE_PASSWORD_FILE")
+        pool_min = _integer(env, "DB_POOL_MIN", 2, low=1, high=1000)
+        pool_max = _integer(env, "DB_POOL_MAX", max(4, pool_min), low=1, high=1000)
+        if pool_max < pool_min:
+            raise ConfigError(
+                f"DB_POOL_MAX ({pool_max}) must be at least DB_POOL_MIN ({pool_min})"
+            )
+        log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        blocking = env.get("BLOCKING_THREADS", "").strip()
+        return cls(
+            conninfo=conninfo,
+            database_password=file_password if file_password is not None else url_password,
+            pool_min=pool_min,
+            pool_max=pool_max,
+            pool_timeout=_number(env, "DB_POOL_TIMEOUT", 3.0, low=0.1, high=300),
+            log_level=log_level,
+            max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024, high=2**31),
+            host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
+            port=port_from_env(env),
+            workers=_integer(env, "WORKERS", 1, low=1, high=64),
+            blocking_threads=(
+                _integer(env, "BLOCKING_THREADS", 0, low=1, high=1024) if blocking else None
+            ),
+        )
+
+
+def port_from_env(env: Mapping[str, str]) -> int:
+    """The listening port alone: the container health check needs nothing else."""
+    return _integer(env, "PORT", 5000, low=1, high=65535)
+
+
+def _database_url(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """Return libpq connection parameters without the password, and the password."""
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        raise ConfigError("DATABASE_URL is not set (expected postgresql://user@host:port/dbname)")
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(raw)
+    except psycopg.Error:
+        raise ConfigError("DATABASE_URL is not a valid PostgreSQL URI") from None
+    password = params.pop("password", None)
+    # Without the password the parameters are safe to log and to show.
+    return psycopg.conninfo.make_conninfo("", **params), password
+
+
+def _secret_file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read()
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read {path} ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
+    # Secret files usually end with a newline that is not part of the secret.
+    value = value.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"{name}: {path} is empty")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also rejects nan
+        raise ConfigError(f"{name} must be from {low} to {high} seconds, got {raw}")
+    return value

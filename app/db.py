@@ -1,0 +1,85 @@
+"""The connection pool: one per worker process, created after the fork.
+
+Granian imports the application inside each worker, so `create_app()` is the
+right place to build the pool; connections and the pool's threads never cross
+a fork. Connections run in autocommit: a single statement is its own
+transaction, which saves the BEGIN and COMMIT round trips on every read;
+statements that must be atomic together are written as one statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from .config import Config
+
+log = logging.getLogger("app.db")
+
+APPLICATION_NAME = "items-api"
+# Seconds to try to reconnect before giving a slot up; the next request that
+# finds no connection starts a fresh attempt at once. Kept short so that the
+# pool's exponential back-off never makes recovery wait long after an outage.
+RECONNECT_TIMEOUT = 4.0
+
+
+def connection_kwargs(config: Config) -> dict:
+    """Parameters for every new connection (the password never goes in a URL)."""
+    kwargs = {
+        "autocommit": True,
+        "application_name": APPLICATION_NAME,
+        # Fail a dead host quickly; /health promises an answer within 2 s.
+        "connect_timeout": 2,
+        # Timestamps leave the database already in UTC (RFC 3339 with +00:00).
+        "options": "-c TimeZone=UTC",
+    }
+    if config.database_password is not None:
+        kwargs["password"] = config.database_password
+    return kwargs
+
+
+def check_on_checkout(conn: Connection) -> None:
+    """Make sure an idle connection still works, usually without a round trip.
+
+    An idle connection has nothing to read unless the server has spoken:
+    a shutdown or termination notice, or the end of the stream after a crash.
+    Only then is the connection really tested (an empty query); a failure
+    makes the pool discard it and hand out another.
+    """
+    if conn.closed or conn.broken:
+        raise ConnectionError("connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
+def reconnect_failed(pool: ConnectionPool) -> None:
+    log.warning("pool could not reconnect for %.0f s; retrying on demand", RECONNECT_TIMEOUT)
+
+
+def create_pool(config: Config) -> ConnectionPool:
+    """Open the pool and wait for it, so that bad credentials fail at start-up."""
+    pool = ConnectionPool(
+        config.conninfo,
+        kwargs=connection_kwargs(config),
+        min_size=config.pool_min,
+        max_size=config.pool_max,
+        timeout=config.pool_timeout,
+        # A bounded queue: past it, requests get a 503 at once instead of waiting.
+        max_waiting=4 * config.pool_max,
+        check=check_on_checkout,
+        reconnect_timeout=RECONNECT_TIMEOUT,
+        reconnect_failed=reconnect_failed,
+        name=APPLICATION_NAME,
+        open=False,
+    )
+    pool.open(wait=True, timeout=max(config.pool_timeout, 5.0))
+    log.info(
+        "pool open",
+        extra={"event": "pool.open", "min_size": config.pool_min, "max_size": config.pool_max},
+    )
+    return pool

@@ -1,0 +1,58 @@
+"""Health endpoints, for people, orchestrators and container health checks.
+
+``/health/live`` says the process answers and never touches the database, so
+a database outage never gets the API container restarted. ``/health/ready``
+and ``/health`` ask the pool for a connection and run ``SELECT 1``, within
+two seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+
+from flask import Blueprint, Response, current_app, json
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("app.health")
+
+DATABASE_TIMEOUT = 2.0
+
+
+def _database_ok() -> bool:
+    try:
+        with current_app.extensions["pool"].connection(timeout=DATABASE_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+    except Exception as e:  # any failure means "not ready"; the reason goes to the log
+        log.warning("database check failed: %s: %s", type(e).__name__, e)
+        return False
+    return True
+
+
+def _report(database_ok: bool) -> Response:
+    status = "ok" if database_ok else "error"
+    body = {"status": status, "checks": {"app": "ok", "database": status}}
+    response = Response(json.dumps(body), 200 if database_ok else 503, mimetype="application/json")
+    if not database_ok:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.get("/health")
+@bp.get("/health/ready")
+def health() -> Response:
+    return _report(_database_ok())
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    return Response(json.dumps({"status": "ok"}), 200, mimetype="application/json")
+
+
+def probe(port: int, timeout: float = 2.0) -> bool:
+    """True when the local server answers 200 on /health/live (the container HEALTHCHECK)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False

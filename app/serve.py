@@ -1,0 +1,61 @@
+"""Serving the app with Granian (WSGI), sized to the connection pool.
+
+Granian starts `WORKERS` processes; each imports the app and calls
+`create_app()` after the fork, so each has its own pool. Each worker runs
+the app on `BLOCKING_THREADS` threads, by default as many as the pool has
+connections: Granian's own default (hundreds of threads) would only make
+requests queue on the pool while fighting over the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import Server
+
+from . import logs
+from .config import Config
+
+log = logging.getLogger("app.serve")
+
+# Seconds a worker gets to finish in-flight requests on SIGTERM before it is
+# killed; below Compose's stop_grace_period so the container stops cleanly.
+WORKERS_KILL_TIMEOUT = 8
+# A client must send its request headers within this many seconds, so slow
+# clients cannot hold connections open for long.
+HEADER_READ_TIMEOUT_MS = 10_000
+
+
+def serve(config: Config) -> int:
+    logs.setup(config.log_level)
+    log.info(
+        "starting",
+        extra={
+            "event": "server.start",
+            "host": config.host,
+            "port": config.port,
+            "workers": config.workers,
+            "blocking_threads": config.threads,
+            "pool_max": config.pool_max,
+        },
+    )
+    server = Server(
+        "app:create_app",
+        factory=True,
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.WSGI,
+        workers=config.workers,
+        blocking_threads=config.threads,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS),
+        log_level=LogLevels(config.log_level.lower()),
+        log_dictconfig=logs.granian_config(config.log_level),
+        log_access=False,  # the app logs each request itself, with its request id
+        respawn_failed_workers=True,
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+    )
+    server.serve()
+    return 0
