@@ -92,7 +92,7 @@ def _if_match() -> list[int] | None:
     return [
         int(tag)
         for tag in request.if_match.as_set()
-        if _ID.fullmatch(tag) and int(tag) <= _MAX_VERSION
+        if tag and _ID.fullmatch(tag) and int(tag) <= _MAX_VERSION
     ]
 
 

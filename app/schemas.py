@@ -88,7 +88,14 @@ Price = Annotated[
         }
     ),
 ]
-Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+def _json_integer(value: Any) -> Any:
+    """JSON has one number type: 3, 3.0 and 3e0 are all the integer 3 (as JSON Schema agrees)."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY), BeforeValidator(_json_integer)]
 
 
 def _no_defaults(schema: dict[str, Any]) -> None:
