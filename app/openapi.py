@@ -89,6 +89,8 @@ def _list_parameters() -> list[dict[str, Any]]:
         prop = {k: v for k, v in prop.items() if k not in ("title", "description")}
         # Optional parameters are declared by their value's type, not "or null".
         prop = next((s for s in prop.pop("anyOf", []) if s.get("type") != "null"), {}) | prop
+        if prop.get("default", 0) is None:
+            del prop["default"]
         parameters.append(
             {
                 "name": name,

@@ -1,0 +1,46 @@
+"""Logs: one JSON line per request on stdout, never a body or a secret."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+
+def request_lines(server, request_id: str) -> list[dict]:
+    for _ in range(50):
+        lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        found = [line for line in lines if line.get("request_id") == request_id and line["message"] == "request"]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
+def test_every_line_of_the_server_log_is_json(api, server):
+    api.get("/health")
+    lines = [line for line in server.log_lines() if line.strip()]
+    assert lines
+    for line in lines:
+        json.loads(line)
+
+
+def test_each_request_logs_one_line_with_the_contract_fields(api, server):
+    request_id = f"log-{uuid.uuid4().hex}"
+    response = api.get("/items?limit=1", headers={"X-Request-ID": request_id})
+    (line,) = request_lines(server, request_id)
+    assert {"timestamp", "level", "request_id", "method", "path", "status", "duration_ms"} <= line.keys()
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/items", response.status_code)
+    assert line["level"] == "INFO"
+    assert isinstance(line["duration_ms"], float)
+
+
+def test_request_bodies_and_passwords_never_reach_the_log(api, server, migrated):
+    marker = f"body-secret-{uuid.uuid4().hex}"
+    request_id = f"log-{uuid.uuid4().hex}"
+    api.post("/items", json={"name": marker, "price": 1}, headers={"X-Request-ID": request_id})
+    api.post("/items", data=marker, headers={"Content-Type": "application/json"})
+    assert request_lines(server, request_id)
+    log = server.log_path.read_text()
+    assert marker not in log
+    assert migrated.password not in log

@@ -1,0 +1,105 @@
+"""Database outages: fast 503s while PostgreSQL is away, recovery without a restart.
+
+Each test gets its own cluster and server, since it stops the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from conftest import Database, Server
+from pgcluster import Cluster
+
+# The server's pool timeout in these tests; a 503 must come within it (plus slack).
+POOL_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def own_stack(tmp_path) -> Iterator[tuple[Cluster, Server]]:
+    import os
+
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("needs a cluster of its own to stop (TEST_DATABASE_URL is set)")
+    cluster = Cluster()
+    db = Database(cluster.url, cluster.password, cluster)
+    env = {**db.env(tmp_path), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
+    from conftest import run_cli
+
+    assert run_cli("migrate", env=env).returncode == 0
+    server = Server(env, tmp_path / "server.log")
+    try:
+        yield cluster, server
+    finally:
+        server.stop()
+        cluster.destroy()
+
+
+def wait_for(url: str, status: int, within: float) -> float:
+    """Poll until `url` answers `status`; return how long it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        try:
+            if requests.get(url, timeout=5).status_code == status:
+                return time.monotonic() - start
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {within} s")
+
+
+def assert_fast_503s(server: Server) -> None:
+    for path in ("/items", "/items/1"):
+        start = time.monotonic()
+        response = requests.get(server.url + path, timeout=30)
+        elapsed = time.monotonic() - start
+        assert response.status_code == 503, response.text
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert elapsed < POOL_TIMEOUT + 2.5, f"{path} took {elapsed:.1f} s"
+    health = requests.get(server.url + "/health", timeout=30)
+    assert health.status_code == 503
+    assert health.json() == {"status": "error", "checks": {"app": "ok", "database": "error"}}
+    assert requests.get(server.url + "/health/live", timeout=5).status_code == 200
+
+
+def test_stopped_database_gives_fast_503s_then_recovers_without_restart(own_stack):
+    cluster, server = own_stack
+    created = requests.post(server.url + "/items", json={"name": "before", "price": 1}, timeout=5)
+    assert created.status_code == 201
+    pid = server.process.pid
+
+    cluster.stop()
+    assert_fast_503s(server)
+    time.sleep(6)  # longer than the pool's reconnect window: recovery must not depend on it
+    cluster.start()
+
+    wait_for(server.url + "/health/ready", 200, within=5)
+    item = requests.get(server.url + created.headers["Location"], timeout=5)
+    assert item.status_code == 200
+    assert requests.post(server.url + "/items", json={"name": "after", "price": 1}, timeout=5).status_code == 201
+    assert server.process.poll() is None and server.process.pid == pid
+
+
+def test_killed_database_gives_fast_503s_then_recovers_without_restart(own_stack):
+    cluster, server = own_stack
+    assert requests.get(server.url + "/items", timeout=5).status_code == 200
+
+    cluster.kill()
+    assert_fast_503s(server)
+    deadline = time.monotonic() + 20
+    while True:  # a crashed cluster may need a moment before it can start again
+        try:
+            cluster.start()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+    wait_for(server.url + "/health/ready", 200, within=5)
+    assert requests.get(server.url + "/items", timeout=5).status_code == 200
+    assert server.process.poll() is None
