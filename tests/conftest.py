@@ -2,8 +2,9 @@
 
 The session starts a throwaway cluster (unless TEST_DATABASE_URL names one),
 migrates it with ``python -m app migrate``, and serves the app with
-``python -m app serve`` (Granian) on a free port. Tests talk to it with
-`requests`, as any client would.
+``python -m app serve`` (Granian) on a free port; or, when TEST_API_URL is
+set, uses the API running there (the container stack's e2e tests do that).
+Tests talk to it with `requests`, as any client would.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -124,8 +126,24 @@ def migrated(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Da
     return database
 
 
+class RemoteServer:
+    """An API that is already running elsewhere (TEST_API_URL), such as the container stack."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.port = urlsplit(self.url).port or 80
+
+    def log_lines(self) -> list[str]:
+        pytest.skip("the log of a server given by TEST_API_URL is not readable from here")
+
+
 @pytest.fixture(scope="session")
-def server(migrated: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server under test: ``python -m app serve``, or the one TEST_API_URL names."""
+    if os.environ.get("TEST_API_URL"):
+        yield RemoteServer(os.environ["TEST_API_URL"])  # type: ignore[misc]
+        return
+    migrated = request.getfixturevalue("migrated")
     tmp = tmp_path_factory.mktemp("server")
     srv = Server(migrated.env(tmp), tmp / "server.log")
     yield srv

@@ -5,13 +5,14 @@ Each test gets its own cluster and server, since it stops the database.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from conftest import Database, Server
+from conftest import Database, Server, run_cli
 from pgcluster import Cluster
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).
@@ -20,15 +21,11 @@ POOL_TIMEOUT = 2.0
 
 @pytest.fixture
 def own_stack(tmp_path) -> Iterator[tuple[Cluster, Server]]:
-    import os
-
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs a cluster of its own to stop (TEST_DATABASE_URL is set)")
     cluster = Cluster()
     db = Database(cluster.url, cluster.password, cluster)
     env = {**db.env(tmp_path), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
-    from conftest import run_cli
-
     assert run_cli("migrate", env=env).returncode == 0
     server = Server(env, tmp_path / "server.log")
     try:
