@@ -13,8 +13,9 @@ import json
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import Problem
 from .schemas import READ_ONLY_FIELDS
@@ -74,8 +75,12 @@ def body(model: type[M], media_types: tuple[str, ...] = JSON_TYPES) -> M:
             headers=headers,
         )
     # get_data() refuses (413) a declared length over MAX_CONTENT_LENGTH
-    # before reading, and stops a chunked body as soon as it passes it.
-    data = parse_json(request.get_data(cache=False))
+    # before reading anything. A chunked body has no declared length: it is
+    # read up to the limit and, if it reaches it, refused the same way.
+    raw = request.get_data(cache=False)
+    if request.content_length is None and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise Problem(
             422,
