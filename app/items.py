@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from psycopg import sql
 
 from . import listing, payload
-from .errors import Problem
+from .errors import Problem, problem_response
 from .schemas import MAX_ID, ItemIn, ItemPatch, ListQuery
 
 bp = Blueprint("items", __name__)
@@ -113,13 +113,23 @@ def _stale() -> Problem:
     )
 
 
-def _missing_or_stale(conn: psycopg.Connection, item_id: int) -> Problem:
-    """Why a conditional statement touched no row: no such item, or a stale ETag."""
-    return _not_found() if conn.execute(EXISTS, (item_id,)).fetchone() is None else _stale()
+def _conditional(conn: psycopg.Connection, query: str, params: tuple, item_id: int) -> tuple:
+    """Run a write guarded by ``WHERE id = %s AND version = ANY(...)``.
+
+    When it touches no row, say why: no such item (404) or a stale ETag (412).
+    """
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        if conn.execute(EXISTS, (item_id,)).fetchone() is None:
+            raise _not_found()
+        raise _stale()
+    return row
 
 
-def _name_taken() -> Problem:
-    return Problem(409, "Conflict", "An item with this name already exists.")
+@bp.errorhandler(psycopg.errors.UniqueViolation)
+def _name_taken(e: psycopg.errors.UniqueViolation) -> Response:
+    # The name is the only unique column besides the server-assigned id.
+    return problem_response(Problem(409, "Conflict", "An item with this name already exists."))
 
 
 @bp.get("/items")
@@ -147,13 +157,10 @@ def list_items() -> Response:
 @bp.post("/items")
 def create_item() -> Response:
     item = payload.body(ItemIn)
-    try:
-        with current_app.extensions["pool"].connection() as conn:
-            item_id, version, item_json = conn.execute(
-                INSERT, (item.name, item.description, item.price, item.quantity)
-            ).fetchone()
-    except psycopg.errors.UniqueViolation:
-        raise _name_taken() from None
+    with current_app.extensions["pool"].connection() as conn:
+        item_id, version, item_json = conn.execute(
+            INSERT, (item.name, item.description, item.price, item.quantity)
+        ).fetchone()
     return _item_response(version, item_json, 201, Location=url_for(".get_item", item_id=item_id))
 
 
@@ -176,16 +183,9 @@ def replace_item(item_id: str) -> Response:
     key = _item_id(item_id)
     item = payload.body(ItemIn)
     versions = _if_match()
-    try:
-        with current_app.extensions["pool"].connection() as conn:
-            row = conn.execute(
-                REPLACE,
-                (item.name, item.description, item.price, item.quantity, key, versions, versions),
-            ).fetchone()
-            if row is None:
-                raise _missing_or_stale(conn, key)
-    except psycopg.errors.UniqueViolation:
-        raise _name_taken() from None
+    params = (item.name, item.description, item.price, item.quantity, key, versions, versions)
+    with current_app.extensions["pool"].connection() as conn:
+        row = _conditional(conn, REPLACE, params, key)
     return _item_response(*row)
 
 
@@ -195,23 +195,18 @@ def patch_item(item_id: str) -> Response:
     patch = payload.body(ItemPatch, payload.PATCH_TYPES)
     versions = _if_match()
     fields = tuple(f for f in _WRITABLE if f in patch.model_fields_set)
-    try:
-        with current_app.extensions["pool"].connection() as conn:
-            if not fields:
-                # An empty patch changes nothing, not even the version; it is
-                # still refused when If-Match names another version.
-                row = conn.execute(GET, (key,)).fetchone()
-                if row is None:
-                    raise _not_found()
-                if versions is not None and row[0] not in versions:
-                    raise _stale()
-            else:
-                values = [getattr(patch, f) for f in fields]
-                row = conn.execute(PATCHES[fields], (*values, key, versions, versions)).fetchone()
-                if row is None:
-                    raise _missing_or_stale(conn, key)
-    except psycopg.errors.UniqueViolation:
-        raise _name_taken() from None
+    with current_app.extensions["pool"].connection() as conn:
+        if fields:
+            values = tuple(getattr(patch, f) for f in fields)
+            row = _conditional(conn, PATCHES[fields], (*values, key, versions, versions), key)
+        else:
+            # An empty patch changes nothing, not even the version; it is
+            # still refused when If-Match names another version.
+            row = conn.execute(GET, (key,)).fetchone()
+            if row is None:
+                raise _not_found()
+            if versions is not None and row[0] not in versions:
+                raise _stale()
     return _item_response(*row)
 
 
@@ -220,6 +215,5 @@ def delete_item(item_id: str) -> Response:
     key = _item_id(item_id)
     versions = _if_match()
     with current_app.extensions["pool"].connection() as conn:
-        if conn.execute(DELETE, (key, versions, versions)).fetchone() is None:
-            raise _missing_or_stale(conn, key)
+        _conditional(conn, DELETE, (key, versions, versions), key)
     return Response(status=204)
