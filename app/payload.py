@@ -44,18 +44,27 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_json(data: bytes) -> Any:
-    """Strict JSON: exact numbers, no NaN/Infinity, no duplicate keys."""
+    """Strict JSON: UTF-8 only, exact numbers, no NaN/Infinity, no duplicate keys.
+
+    Every number becomes a Decimal, integers included: Python's int() refuses
+    very long digit strings, and a Decimal is range-checked before anything
+    turns it into an int (see `schemas`).
+    """
+    try:
+        # RFC 8259 wants UTF-8; json.loads(bytes) would also guess UTF-16/32.
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, "Bad Request", "The body is not valid UTF-8.") from None
     try:
         return json.loads(
-            data,
+            text,
             parse_float=Decimal,
+            parse_int=Decimal,
             parse_constant=_no_constant,
             object_pairs_hook=_no_duplicates,
         )
     except _JSONSyntaxError as e:
         raise Problem(400, "Bad Request", f"The body is not valid JSON: {e}.") from None
-    except UnicodeDecodeError:
-        raise Problem(400, "Bad Request", "The body is not valid UTF-8.") from None
     except json.JSONDecodeError as e:
         raise Problem(
             400, "Bad Request", f"The body is not valid JSON: {e.msg} at position {e.pos}."

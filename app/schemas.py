@@ -89,10 +89,18 @@ Price = Annotated[
     ),
 ]
 def _json_integer(value: Any) -> Any:
-    """JSON has one number type: 3, 3.0 and 3e0 are all the integer 3 (as JSON Schema agrees)."""
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    return value
+    """A quantity parsed as Decimal, as an int: range first, so 1e999999999 costs nothing.
+
+    JSON has one number type: 3, 3.0 and 3e0 are all the integer 3, as JSON
+    Schema agrees. Anything that is not a number is left to the int check.
+    """
+    if not isinstance(value, Decimal):
+        return value
+    if not value.is_finite() or not 0 <= value <= MAX_QUANTITY:
+        raise ValueError(f"must be an integer from 0 to {MAX_QUANTITY}")
+    if value != value.to_integral_value():
+        raise ValueError("must be an integer")
+    return int(value)
 
 
 Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY), BeforeValidator(_json_integer)]
