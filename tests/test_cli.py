@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from support import run_cli
 
 SECRET = "Sup3r-Secret-Value"
 

@@ -286,7 +286,7 @@ def test_two_writers_with_the_same_etag_exactly_one_wins(api, server):
         statuses = []
 
         def write(quantity: int) -> None:
-            from conftest import Api
+            from support import Api
 
             with Api(server.url) as session:
                 barrier.wait()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import ROOT, Database, run_cli
+from support import ROOT, Database, run_cli
 from pgcluster import Cluster
 
 

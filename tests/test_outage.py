@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from conftest import Database, Server, run_cli
+from support import Database, Server, run_cli
 from pgcluster import Cluster
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).

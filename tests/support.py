@@ -1,0 +1,130 @@
+"""Helpers the tests share: the database, the server under test, an HTTP session.
+
+Kept out of conftest.py so that test modules can import them by name
+(``from support import ...``) without clashing with tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from pgcluster import Cluster, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+class Database:
+    """Where the tests' database is, and how to reach it as the app does."""
+
+    def __init__(self, url: str, password: str | None, cluster: Cluster | None):
+        self.url = url
+        self.password = password
+        self.cluster = cluster
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        env = {**os.environ, "DATABASE_URL": self.url, "LOG_LEVEL": "INFO"}
+        env.pop("DATABASE_PASSWORD_FILE", None)
+        if self.password is not None:
+            secret = tmp / f"db-password-{uuid.uuid4().hex}"
+            secret.write_text(self.password + "\n")
+            env["DATABASE_PASSWORD_FILE"] = str(secret)
+        return env
+
+
+def start_database() -> Database:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return Database(os.environ["TEST_DATABASE_URL"], None, None)
+    cluster = Cluster()
+    return Database(cluster.url, cluster.password, cluster)
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Server:
+    """``python -m app serve`` in a subprocess, its log kept in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env={**env, "PORT": str(self.port), "HOST": "127.0.0.1"},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(self.url + "/health/ready", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become ready in 30 s")
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+class RemoteServer:
+    """An API that is already running elsewhere (TEST_API_URL), such as the container stack."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.port = urlsplit(self.url).port or 80
+
+    def log_lines(self) -> list[str]:
+        pytest.skip("the log of a server given by TEST_API_URL is not readable from here")
+
+
+class Api(requests.Session):
+    """A requests session whose paths are relative to the server."""
+
+    def __init__(self, base: str):
+        super().__init__()
+        self.base = base
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, self.base + url, *args, **kwargs)
+
+    def create(self, **fields: Any) -> dict[str, Any]:
+        """POST an item (a unique name unless one is given) and return it."""
+        fields.setdefault("name", f"item-{uuid.uuid4().hex}")
+        fields.setdefault("price", 1)
+        response = self.post("/items", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
