@@ -1,0 +1,47 @@
+# Container stack targets (compose.yaml + compose.prod.yaml); included by the Makefile.
+# Needs docker with the Compose and buildx plugins.
+COMPOSE ?= docker compose -f compose.yaml -f compose.prod.yaml
+# Give SECRETS_DIR on the command line or in the environment (not only in .env),
+# so that make and Compose use the same directory.
+SECRETS_DIR ?= secrets
+SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password)
+# Image labels from git, unless set in the environment.
+export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
+
+.PHONY: up down logs psql verify build
+
+.env:
+	cp .env.example $@
+
+# A random password per file, made only if missing. Compose file secrets are
+# bind mounts that keep the host file's owner and mode, and the containers read
+# them as other users (999, 10001, 5050): files 0644, directory 0700 so that
+# other users of this host can not read them.
+$(SECRETS_DIR)/%:
+	@mkdir -p $(@D) && chmod 0700 $(@D)
+	@umask 022 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@.tmp && mv $@.tmp $@
+	@echo "created $@"
+
+build: .env $(SECRET_FILES)  ## Build the API image (items-api:local)
+	$(COMPOSE) build
+
+up: .env $(SECRET_FILES)  ## Build and start the hardened stack, wait until it is healthy
+	$(COMPOSE) up --detach --wait --wait-timeout 300
+	@echo
+	@echo "API:      http://$$($(COMPOSE) port flask-api 5000)"
+	@echo "pgAdmin:  http://$$($(COMPOSE) port pgadmin 8080)"
+	@echo "          login $$($(COMPOSE) exec -T pgadmin printenv PGADMIN_DEFAULT_EMAIL), password in $(SECRETS_DIR)/pgadmin_password;"
+	@echo "          the server 'appdb (postgres)' asks for the password in $(SECRETS_DIR)/postgres_password"
+
+down:  ## Stop and remove the stack's containers (data volumes are kept)
+	$(COMPOSE) down
+
+logs:  ## Follow the stack's logs
+	$(COMPOSE) logs --follow --tail=100
+
+psql:  ## Open psql in the database as the postgres superuser
+	$(COMPOSE) exec postgres psql -U postgres -d appdb
+
+verify: venv  ## Check the running stack's hardening (tools/verify_stack.py)
+	$(BIN)/python tools/verify_stack.py
