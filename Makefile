@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras
 
 .DEFAULT_GOAL := help
+# The container stack (make up/down/logs/psql/verify) and the benchmarks.
+include $(wildcard mk/*.mk)
 .PHONY: help venv test test-fast lock serve migrate lint
 
 help:  ## List the targets
