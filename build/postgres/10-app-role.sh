@@ -17,7 +17,7 @@ set -eu
 secret=${APP_DB_PASSWORD_FILE:-/run/secrets/app_db_password}
 [ -s "$secret" ] || { echo "10-app-role.sh: $secret is missing or empty" >&2; exit 1; }
 
-psql -v ON_ERROR_STOP=1 --no-psqlrc --single-transaction \
+psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --single-transaction \
   --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
   -v secret="$secret" <<'SQL'
 SET log_statement = 'none';
