@@ -406,6 +406,9 @@ main() {
   else
     init_cluster
   fi
+  # The server never needs the password (it is in pg_authid now): keep it out
+  # of the postmaster's /proc/<pid>/environ.
+  unset POSTGRES_PASSWORD PGPASSWORD
   exec "$@"
 }
 
