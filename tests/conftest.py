@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support import Api, Database, RemoteServer, Server, run_cli, start_database
+from support import Api, Database, RemoteServer, Server, run_cli, start_database, table_snapshot
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -63,3 +63,13 @@ def api(server: Server) -> Iterator[Api]:
 def unique() -> str:
     """A fresh word to put in names, so a test can filter down to its own items."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def unchanged(migrated: Database) -> Iterator[None]:
+    """Asserts, after the test, that the items table is exactly as before it."""
+    if migrated.cluster is None:
+        pytest.skip("needs the throwaway cluster to inspect the table")
+    before = table_snapshot(migrated)
+    yield
+    assert table_snapshot(migrated) == before, "a rejected request changed the items table"

@@ -128,3 +128,14 @@ class Api(requests.Session):
         response = self.post("/items", json=fields)
         assert response.status_code == 201, response.text
         return response.json()
+
+
+def table_snapshot(db: Database) -> str:
+    """Row count and a digest of every row of app.items (and the cursor key), read as superuser."""
+    assert db.cluster is not None
+    return db.cluster.psql(
+        "SELECT count(*) || ' ' || coalesce(md5(string_agg("
+        "concat_ws('|', id, name, description, price, quantity, version, created_at, updated_at),"
+        " ',' ORDER BY id)), '') FROM app.items;"
+        " SELECT count(*) FROM app.cursor_key;"
+    )

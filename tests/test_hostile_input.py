@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from support import table_snapshot
+
 PROBLEM = "application/problem+json"
 T = 10  # seconds: no request in this module may take longer
 MIB = 1024 * 1024
@@ -43,24 +45,6 @@ def assert_problem(response: requests.Response, *statuses: int) -> dict[str, Any
 
 def fields(body: dict[str, Any]) -> set[str]:
     return {e["field"] for e in body.get("errors") or []}
-
-
-def table_snapshot(migrated) -> str:
-    return migrated.cluster.psql(
-        "SELECT count(*) || ' ' || coalesce(md5(string_agg("
-        "concat_ws('|', id, name, description, price, quantity, version, created_at, updated_at),"
-        " ',' ORDER BY id)), '') FROM app.items;"
-    )
-
-
-@pytest.fixture
-def unchanged(migrated):
-    """Asserts, after the test, that the items table is exactly as before it."""
-    if migrated.cluster is None:
-        pytest.skip("needs the throwaway cluster to inspect the table")
-    before = table_snapshot(migrated)
-    yield
-    assert table_snapshot(migrated) == before, "a rejected request changed the items table"
 
 
 def post_raw(
@@ -186,13 +170,7 @@ def test_a_nul_character_in_a_patch_is_422_and_changes_nothing(api, unique, migr
 )
 def test_a_price_out_of_range_or_of_the_wrong_type_is_422_naming_price(api, unique, unchanged, price):
     response = post_raw(api, item_json(unique, price=price))
-    if len(price) > 4000:
-        # A number too long for the JSON parser may be refused as a syntax error.
-        body = assert_problem(response, 400, 422)
-    else:
-        body = assert_problem(response, 422)
-    if body["status"] == 422:
-        assert fields(body) == {"price"}
+    assert fields(assert_problem(response, 422)) == {"price"}
 
 
 @pytest.mark.parametrize(
@@ -203,12 +181,7 @@ def test_a_price_out_of_range_or_of_the_wrong_type_is_422_naming_price(api, uniq
 )
 def test_a_quantity_out_of_range_or_not_an_integer_is_422_naming_quantity(api, unique, unchanged, quantity):
     response = post_raw(api, item_json(unique, quantity=quantity))
-    if len(quantity) > 4000:
-        body = assert_problem(response, 400, 422)
-    else:
-        body = assert_problem(response, 422)
-    if body["status"] == 422:
-        assert fields(body) == {"quantity"}
+    assert fields(assert_problem(response, 422)) == {"quantity"}
 
 
 @pytest.mark.parametrize("quantity", ["1e2", "1E2", "1.0e2", "100.0", "100.000", "10000e-2"])
