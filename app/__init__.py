@@ -26,6 +26,8 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     logs.setup(config.log_level)
     app = Flask(__name__)
+    # `/items//5` (or `/items/%2F5`) names nothing: a 404, not a redirect to `/items/5`.
+    app.url_map.merge_slashes = False
     # Werkzeug answers 413 from Content-Length before reading, and stops a
     # chunked body as soon as it passes the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

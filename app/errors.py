@@ -60,6 +60,12 @@ def from_http_exception(e: HTTPException) -> Response:
     # Keep Werkzeug's headers (405 carries Allow) but not its HTML content type.
     headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
     status = e.code or 500
+    if status == 413:
+        # The rest of the body was never read, so the connection cannot carry
+        # another request: say so, and Granian closes it after this answer.
+        # (Hop-by-hop headers are a server's business in WSGI, but only the
+        # app knows the body was left unread.)
+        headers["Connection"] = "close"
     return problem_response(Problem(status, e.name, e.description or e.name, headers=headers))
 
 

@@ -341,3 +341,10 @@ def test_malformed_request_id_is_replaced(api):
 def test_every_response_has_a_request_id(api):
     assert api.get("/nowhere").headers["X-Request-ID"]
     assert api.post("/items", json={}).headers["X-Request-ID"]
+
+
+def test_a_doubled_slash_in_an_item_path_is_404_not_a_redirect(api):
+    item = api.create()
+    for path in (f"/items//{item['id']}", f"/items/%2F{item['id']}"):
+        response = api.get(path, allow_redirects=False)
+        assert_problem(response, 404)
