@@ -29,6 +29,13 @@ engine and work anywhere. `exec` runs as the container's own user.
 process from the host and expects the restart policy to bring it back healthy,
 then stops PostgreSQL and expects the API's /health to answer 503 and to
 recover to 200 once PostgreSQL is back, without the API restarting.
+
+`--swarm [--stack NAME]` checks a Docker Swarm stack (tools/swarm.py,
+`make swarm-up`) instead: the same checks, read from the services' specs and
+their tasks (desired against running tasks, update, rollback and restart
+policies, placement, secret owners and modes, the connection budget), with
+the live probes run in the tasks that are on this node. Same output and exit
+codes; the stack defaults to $SWARM_STACK or items-swarm.
 """
 
 from __future__ import annotations
@@ -77,6 +84,10 @@ CHAOS_HEALTH_BOUND = 45.0  # seconds for /health to turn 503, and later back to 
 
 class CannotRun(Exception):
     """The verifier cannot do its job (no engine, no stack): exit code 2."""
+
+
+class NotHere(Exception):
+    """A live probe found no task of the service on this node (Swarm): a warning, not a failure."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,6 +679,8 @@ def run_check(check: Check, t: Target, profile: str) -> Finding:
     else:
         try:
             outcome, detail = check.fn(t)
+        except NotHere as e:  # Swarm: no task of this service runs on this node
+            outcome, detail = WARN, str(e)
         except Exception as e:  # a broken probe is a finding, not a crash of the verifier
             outcome, detail = FAIL, f"{type(e).__name__}: {e}"
     if outcome == FAIL and check.hardening and profile == "dev":
@@ -675,14 +688,17 @@ def run_check(check: Check, t: Target, profile: str) -> Finding:
     return Finding(t.service, check.id, check.title, check.cis, outcome, detail)
 
 
-def verify(targets: dict[str, Target], profile: str) -> list[Finding]:
+def verify(targets: dict[str, Target], profile: str, checks: tuple[Check, ...] = CHECKS,
+           services: tuple[str, ...] = SERVICES) -> list[Finding]:
     findings = []
-    for service in SERVICES:
+    for service in services:
         t = targets.get(service)
         if t is None:
-            findings.append(Finding(service, "RUNNING", CHECKS[0].title, "", FAIL, "no container for this service"))
+            missing = "no container" if checks is CHECKS else "no Swarm service"
+            findings.append(Finding(service, "RUNNING", checks[0].title, "", FAIL,
+                                    f"{missing} for this service"))
             continue
-        findings += [run_check(c, t, profile) for c in CHECKS if service in c.services]
+        findings += [run_check(c, t, profile) for c in checks if service in c.services]
     return findings
 
 
@@ -856,6 +872,644 @@ def chaos(targets: dict[str, Target], out=sys.stderr) -> list[Finding]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Docker Swarm (--swarm): the same checks, read from a stack's services and tasks.
+# ---------------------------------------------------------------------------------------------
+
+STACK_LABEL = "com.docker.stack.namespace"
+DEFAULT_STACK = "items-swarm"
+PROXY = "proxy"  # the API's entry point in the Swarm stack (tools/swarm_proxy.py)
+SWARM_SERVICES = (API, POSTGRES, PGADMIN, PROXY)
+# compose.swarm.yaml's restart policy: Swarm's counterpart of unless-stopped (no attempt limit).
+SWARM_RESTART_POLICY = ("any", 0)
+# Update order per service: the API overlaps old and new tasks; PostgreSQL must never run twice
+# on one data directory; pgAdmin and the proxy hold a host port, which two tasks cannot share.
+UPDATE_ORDER = {API: "start-first", POSTGRES: "stop-first", PGADMIN: "stop-first", PROXY: "stop-first"}
+# Services whose data is on a node-local volume: pinned to exactly one node.
+PINNED = (POSTGRES, PGADMIN)
+# PostgreSQL connections kept out of the API's budget: pgAdmin sessions, psql, a starting
+# task's `migrate`, monitoring.
+DB_RESERVE = 10
+PG_DEFAULTS = {"max_connections": 100, "superuser_reserved_connections": 3, "reserved_connections": 0}
+GWBRIDGE = "docker_gwbridge"
+HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+NS = 1_000_000_000
+
+
+def duration(ns: int | None) -> str:
+    """Nanoseconds (Swarm's unit) as Compose writes them: 10s, 1m30s, 0s."""
+    seconds = (ns or 0) / NS
+    minutes, rest = divmod(seconds, 60)
+    text = (f"{int(minutes)}m" if minutes else "") + (f"{rest:g}s" if rest or not minutes else "")
+    return text
+
+
+def update_surge(replicas: int, order: str, parallelism: int) -> int:
+    """Extra tasks an update (or rollback) runs next to the old ones: start-first only.
+
+    Parallelism 0 means all at once, as in Swarm.
+    """
+    if order != "start-first" or replicas <= 0:
+        return 0
+    return replicas if parallelism <= 0 else min(parallelism, replicas)
+
+
+def postgres_settings(command: list[str] | None, live: dict[str, str] | None = None) -> dict[str, int]:
+    """max_connections and the reserved slots, from `SHOW` output (live) or `-c name=value` arguments."""
+    settings = dict(PG_DEFAULTS)
+    args = list(command or [])
+    for i, arg in enumerate(args):
+        pair = args[i + 1] if arg == "-c" and i + 1 < len(args) else arg[2:] if arg.startswith("--") else ""
+        name, _, value = pair.partition("=")
+        name = name.replace("-", "_")
+        if name in settings and value.strip().isdigit():
+            settings[name] = int(value)
+    for name, value in (live or {}).items():
+        if name in settings and str(value).strip().isdigit():
+            settings[name] = int(value)
+    return settings
+
+
+def connection_budget(api_env: dict[str, str], replicas: int, surge: int, settings: dict[str, int],
+                      reserve: int = DB_RESERVE) -> tuple[bool, str]:
+    """Whether every API task's pools fit in PostgreSQL, with room to spare.
+
+    Each task opens at most WORKERS x DB_POOL_MAX connections (app/config.py's
+    defaults: 1 and max(4, DB_POOL_MIN)); a start-first update runs `surge` more
+    tasks for a while. That must fit under max_connections minus the slots
+    PostgreSQL keeps for superusers (and for pg_use_reserved_connections) minus
+    `reserve` for everything else.
+    """
+    try:
+        workers = int(str(api_env.get("WORKERS") or "1"))
+        pool_min = int(str(api_env.get("DB_POOL_MIN") or "2"))
+        pool_max = int(str(api_env.get("DB_POOL_MAX") or max(4, pool_min)))
+    except ValueError as e:
+        return False, f"unreadable pool settings ({e})"
+    tasks = replicas + surge
+    need = tasks * workers * pool_max
+    room = (settings["max_connections"] - settings["superuser_reserved_connections"]
+            - settings["reserved_connections"] - reserve)
+    detail = (f"{tasks} tasks ({replicas} + {surge} while updating) x {workers} workers x {pool_max} "
+              f"connections = {need}, room {room} (max_connections {settings['max_connections']} - "
+              f"{settings['superuser_reserved_connections']} superuser - {settings['reserved_connections']} "
+              f"reserved - {reserve} spare)")
+    return need <= room, detail
+
+
+def spec_attrs(record: dict, image: dict | None = None, local: list[dict] | None = None,
+               networks: dict[str, dict] | None = None) -> dict:
+    """A service spec in the shape of a container's inspect record, for the record-reading checks.
+
+    Where Swarm leaves a setting to each node's engine (no log driver in the
+    spec; privileged mode, PID and IPC namespaces, which a stack cannot set),
+    the containers of this node's tasks (`local`) say what the engine did.
+    """
+    task = record["Spec"]["TaskTemplate"]
+    spec = task.get("ContainerSpec") or {}
+    limits = (task.get("Resources") or {}).get("Limits") or {}
+    local = local or []
+    host0 = (local[0].get("HostConfig") or {}) if local else {}
+    log = task.get("LogDriver")
+    mounts = []
+    for m in spec.get("Mounts") or []:
+        mounts.append({"Type": m.get("Type"), "Name": m.get("Source") if m.get("Type") == "volume" else "",
+                       "Source": m.get("Source") or "", "Destination": m.get("Target"),
+                       "RW": not m.get("ReadOnly")})
+    for ref in spec.get("Secrets") or []:
+        name = (ref.get("File") or {}).get("Name") or ref.get("SecretName")
+        mounts.append({"Type": "secret", "Name": ref.get("SecretName"), "Source": "",
+                       "Destination": name if name.startswith("/") else SECRETS_DIR + name, "RW": False})
+    nets = networks or {}
+    on_host = any((nets.get(n.get("Target")) or {}).get("Driver") == "host" or n.get("Target") == "host"
+                  for n in task.get("Networks") or [])
+    # A service's health check, or else its image's (as for a container).
+    healthcheck = spec.get("Healthcheck") or ((image or {}).get("Config") or {}).get("Healthcheck")
+    return {
+        "Name": record["Spec"]["Name"],
+        "Config": {"User": spec.get("User") or "", "Env": spec.get("Env") or [], "Healthcheck": healthcheck,
+                   "Labels": record["Spec"].get("Labels") or {}, "Image": spec.get("Image")},
+        "HostConfig": {
+            "ReadonlyRootfs": bool(spec.get("ReadOnly")),
+            "CapDrop": spec.get("CapabilityDrop") or [],
+            "CapAdd": spec.get("CapabilityAdd") or [],
+            "Privileged": bool(host0.get("Privileged")),
+            "NetworkMode": "host" if on_host else "overlay",
+            "PidMode": host0.get("PidMode") or "",
+            "IpcMode": host0.get("IpcMode") or "",
+            "Memory": int(limits.get("MemoryBytes") or 0),
+            "NanoCpus": int(limits.get("NanoCPUs") or 0),
+            "PidsLimit": int(limits.get("Pids") or 0),
+            "LogConfig": ({"Type": log.get("Name"), "Config": log.get("Options") or {}} if log
+                          else host0.get("LogConfig") or {}),
+        },
+        "Mounts": mounts,
+    }
+
+
+def task_state(task: dict) -> str:
+    return (task.get("Status") or {}).get("State", "")
+
+
+def running_tasks(tasks: list[dict]) -> list[dict]:
+    return [t for t in tasks if t.get("DesiredState") == "running" and task_state(t) == "running"]
+
+
+class SwarmTarget(Target):
+    """One Swarm service: its spec, its tasks, and the containers of its tasks on this node.
+
+    `attrs` is the spec in a container record's shape (see spec_attrs), so the
+    checks written for containers run unchanged; what only Swarm has is in
+    `record` (docker service inspect), `tasks` and `facts` (node id, nodes,
+    docker_gwbridge, the engine's security options). `local` holds the inspect
+    records of this node's running task containers. Unit tests pass captured
+    records (with `_top`) and no engine; live use adds the container objects.
+    """
+
+    def __init__(self, service: str, record: dict, tasks: list[dict], local: list[dict] | None = None,
+                 containers: list | None = None, facts: dict | None = None, image: dict | None = None,
+                 stack: dict | None = None):
+        self.record = record
+        self.tasks = tasks
+        self.local = local or []
+        self.containers = containers or []
+        self.facts = facts or {}
+        attrs = spec_attrs(record, image, self.local, self.facts.get("networks"))
+        attrs["State"] = {"Running": bool(running_tasks(tasks)), "Status": "running"}
+        super().__init__(service, attrs, None, stack)
+
+    @property
+    def spec(self) -> dict:
+        return self.record["Spec"]
+
+    @property
+    def container_spec(self) -> dict:
+        return self.spec["TaskTemplate"].get("ContainerSpec") or {}
+
+    def desired(self) -> int:
+        mode = self.spec.get("Mode") or {}
+        if "Replicated" in mode:
+            return int(mode["Replicated"].get("Replicas") or 0)
+        status = self.record.get("ServiceStatus") or {}
+        if "DesiredTasks" in status:
+            return int(status["DesiredTasks"])
+        return len({t.get("NodeID") for t in self.tasks if t.get("DesiredState") == "running"})
+
+    def endpoint_ports(self) -> list[dict]:
+        return ((self.spec.get("EndpointSpec") or {}).get("Ports")
+                or (self.record.get("Endpoint") or {}).get("Ports") or [])
+
+    def binding(self) -> str:
+        """The address host-mode ports bind to on this node: docker_gwbridge's default binding."""
+        gw = self.facts.get("gwbridge") or {}
+        return (gw.get("Options") or {}).get(HOST_BINDING) or "0.0.0.0"
+
+    def need_local(self) -> None:
+        if not self.local:
+            raise NotHere("no running task of this service on this node to probe")
+
+    def top(self) -> dict:
+        self.need_local()
+        merged: dict = {"Titles": None, "Processes": []}
+        for i, attrs in enumerate(self.local):
+            top = attrs["_top"] if "_top" in attrs else self.containers[i].top(ps_args=TOP_ARGS)
+            merged["Titles"] = merged["Titles"] or top.get("Titles")
+            merged["Processes"] += top.get("Processes") or []
+        return merged
+
+    def exec(self, cmd: list[str], user: str = "") -> tuple[int, str]:
+        self.need_local()
+        if not self.containers:
+            raise CannotRun("no live container to exec in")
+        result = self.containers[0].exec_run(cmd, user=user, demux=False)
+        return result.exit_code, (result.output or b"").decode("utf-8", "replace").strip()
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        """GET on the service's published port, or for the API on the proxy's (its entry point)."""
+        t = self
+        if not t.endpoint_ports() and self.service == API and PROXY in self.stack:
+            t = self.stack[PROXY]
+        ports = [p for p in t.endpoint_ports()
+                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
+        if not ports:
+            raise ConnectionError("no published port")
+        host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        url = f"http://{host}:{ports[0]['PublishedPort']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
+                return r.status, r.read(4096).decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(4096).decode("utf-8", "replace")
+
+
+def check_swarm_running(t: SwarmTarget) -> tuple[str, str]:
+    """Swarm keeps `desired` tasks running; fewer means tasks fail, wait for resources or cannot be placed."""
+    desired, running = t.desired(), len(running_tasks(t.tasks))
+    failed = sum(task_state(x) in ("failed", "rejected") for x in t.tasks)
+    detail = f"{running}/{desired} tasks running, {failed} failed in history"
+    if desired == 0:
+        return FAIL, f"{detail} (scaled to 0)"
+    if running < desired:
+        pending = [x for x in t.tasks if x.get("DesiredState") == "running" and task_state(x) != "running"]
+        why = ((pending[0].get("Status") or {}).get("Err") or task_state(pending[0])) if pending else ""
+        return FAIL, f"{detail}{f' ({why[:60]})' if why else ''}"
+    return PASS, detail
+
+
+def check_swarm_healthy(t: SwarmTarget) -> tuple[str, str]:
+    """Swarm counts a task as running once its health check passes, and replaces one turning unhealthy.
+
+    The tasks on this node are read from their containers; elsewhere "running"
+    says that the check passed.
+    """
+    if not (t.attrs["Config"].get("Healthcheck") or {}).get("Test"):
+        return FAIL, "no health status (no health check)"
+    states = [((c.get("State") or {}).get("Health") or {}).get("Status", "none") for c in t.local]
+    remote = len(running_tasks(t.tasks)) - len(states)
+    bad = [s for s in states if s != "healthy"]
+    detail = f"{len(states) - len(bad)}/{len(states)} healthy here"
+    detail += f", {remote} running elsewhere" if remote > 0 else ""
+    if not states and remote <= 0:
+        return FAIL, "no running task"
+    return result(not bad, detail, f"{detail}: {', '.join(sorted(set(bad)))}")
+
+
+def check_swarm_no_new_privileges(t: SwarmTarget) -> tuple[str, str]:
+    """no-new-privileges, from the spec, this engine's default, or the task containers here.
+
+    `docker stack deploy` ignores security_opt and `docker service` has no
+    flag for it, so a stack cannot ask for it: a warning (not a failure) says
+    where it has to come from, the engine's daemon.json on every node.
+    """
+    if ((t.container_spec.get("Privileges") or {}).get("NoNewPrivileges")):
+        return PASS, "no-new-privileges (service spec)"
+    if "name=no-new-privileges" in (t.facts.get("security_options") or []):
+        return PASS, "no-new-privileges (engine default on this node)"
+    effective = [no_new_privileges((c.get("HostConfig") or {}).get("SecurityOpt")) for c in t.local]
+    if effective and all(effective):
+        return PASS, "no-new-privileges:true (task containers)"
+    return WARN, ("not set: a stack cannot set it (security_opt is ignored); set \"no-new-privileges\": true "
+                  "in each node's daemon.json")
+
+
+def check_swarm_restart(t: SwarmTarget) -> tuple[str, str]:
+    """Swarm restarts by policy: `any` with no attempt limit is compose.prod.yaml's unless-stopped.
+
+    on-failure would leave a task that exits 0 down; a max_attempts budget
+    leaves a crash-looping service down for good once spent.
+    """
+    policy = t.spec["TaskTemplate"].get("RestartPolicy") or {}
+    condition, attempts = policy.get("Condition") or "any", int(policy.get("MaxAttempts") or 0)
+    shown = f"{condition}, delay {duration(policy.get('Delay'))}, " + (
+        f"{attempts} attempts per {duration(policy.get('Window'))}" if attempts else "no attempt limit")
+    expected = f"{SWARM_RESTART_POLICY[0]}, no attempt limit"
+    return result((condition, attempts) == SWARM_RESTART_POLICY, shown, f"{shown}, expected {expected}")
+
+
+def check_update_policy(t: SwarmTarget) -> tuple[str, str]:
+    """Rolling updates as compose.swarm.yaml sets them: health-gated, rolled back when a new task fails.
+
+    The API starts a new task before stopping an old one; PostgreSQL, and
+    services that hold a host port, stop the old one first. Without
+    `failure_action: rollback` Swarm pauses a failed update half-way, on a mix
+    of old and new tasks.
+    """
+    update, rollback = t.spec.get("UpdateConfig"), t.spec.get("RollbackConfig")
+    if not update:
+        return FAIL, "no update_config: Swarm's default stops first and pauses on failure"
+    order, action = update.get("Order") or "stop-first", update.get("FailureAction") or "pause"
+    monitor, parallelism = update.get("Monitor") or 5 * NS, int(update.get("Parallelism") or 0)
+    shown = (f"{order}, {parallelism or 'all'} at a time, {action} on failure, monitor {duration(monitor)}")
+    expected = UPDATE_ORDER.get(t.service, order)
+    problems = ([f"order {order}, expected {expected}"] if order != expected else []) + \
+               ([f"failure action {action}, expected rollback"] if action != "rollback" else []) + \
+               (["no rollback_config"] if not rollback else []) + \
+               (["updates every task at once"] if parallelism == 0 and t.desired() > 1 else [])
+    return result(not problems, shown, "; ".join(problems))
+
+
+def swarm_ports(t: SwarmTarget) -> list[tuple[str, str]]:
+    """(shown binding, mode) of each published port."""
+    out = []
+    for p in t.endpoint_ports():
+        mode = p.get("PublishMode") or "ingress"
+        host = t.binding() if mode == "host" else "*"
+        target = f"{p.get('TargetPort')}/{p.get('Protocol', 'tcp')}"
+        out.append((f"{host}:{p.get('PublishedPort')}->{target} ({mode})", mode))
+    return out
+
+
+def check_swarm_ports_loopback(t: SwarmTarget) -> tuple[str, str]:
+    """Swarm ports have no host IP: the routing mesh publishes on every address of every node.
+
+    Host-mode ports bind to the address of the node's docker_gwbridge
+    (tools/swarm.py makes it 127.0.0.1 on a swarm it creates); this node's is
+    what is checked.
+    """
+    ports = swarm_ports(t)
+    if not ports:
+        return PASS, "nothing published"
+    shown = ", ".join(s for s, _ in ports)
+    ok = all(mode == "host" and is_loopback(t.binding()) for _, mode in ports)
+    return result(ok, shown, shown)
+
+
+def check_swarm_db_unpublished(t: SwarmTarget) -> tuple[str, str]:
+    """The API and pgAdmin reach PostgreSQL on the backend overlay network; publishing only adds exposure."""
+    ports = swarm_ports(t)
+    return result(not ports, "not published", "published on " + ", ".join(s for s, _ in ports))
+
+
+def check_secret_owner(t: SwarmTarget) -> tuple[str, str]:
+    """Swarm sets each secret file's owner and mode per service (Compose cannot): its user, no one else.
+
+    A secret readable by others is readable by any process of any uid in the
+    container; one owned by another uid may not be readable at all.
+    """
+    refs = t.container_spec.get("Secrets") or []
+    if not refs:
+        return FAIL, "no secrets"
+    uid = config_uid(t.config.get("User")) or "0"
+    problems, modes = [], set()
+    for ref in refs:
+        f = ref.get("File") or {}
+        mode, owner = int(f.get("Mode") or 0o444), str(f.get("UID") or "0")
+        modes.add(f"{mode:04o}")
+        if mode & 0o007:
+            problems.append(f"{f.get('Name')} mode {mode:04o} is readable by others")
+        if owner != uid:
+            problems.append(f"{f.get('Name')} owned by {owner}, the service runs as {uid}")
+    good = f"{len(refs)} owned by {uid}, mode {', '.join(sorted(modes))}"
+    return result(not problems, good, "; ".join(problems))
+
+
+CONSTRAINT = re.compile(r"\s*([\w.\-]+)\s*(==|!=)\s*(\S+)\s*")
+
+
+def node_matches(node: dict, constraint: str) -> bool | None:
+    """Whether a node satisfies one placement constraint; None for a key this does not know."""
+    m = CONSTRAINT.fullmatch(constraint)
+    if not m:
+        return None
+    key, op, value = m.groups()
+    spec, desc = node.get("Spec") or {}, node.get("Description") or {}
+    if key == "node.id":
+        actual = node.get("ID")
+    elif key == "node.hostname":
+        actual = desc.get("Hostname")
+    elif key == "node.role":
+        actual = spec.get("Role")
+    elif key.startswith("node.labels."):
+        actual = (spec.get("Labels") or {}).get(key.removeprefix("node.labels."))
+    elif key.startswith("engine.labels."):
+        actual = ((desc.get("Engine") or {}).get("Labels") or {}).get(key.removeprefix("engine.labels."))
+    else:
+        return None
+    return (actual == value) if op == "==" else (actual != value)
+
+
+def check_placement(t: SwarmTarget) -> tuple[str, str]:
+    """A named volume lives on one node: its service must always be placed on that node, as one task.
+
+    Unpinned, a rescheduled PostgreSQL would start on another node with an
+    empty volume, initialise a new cluster there and serve it.
+    """
+    constraints = (t.spec["TaskTemplate"].get("Placement") or {}).get("Constraints") or []
+    nodes = t.facts.get("nodes") or []
+    if t.desired() > 1:
+        return FAIL, f"{t.desired()} replicas of a service with a local volume"
+    if not constraints:
+        return FAIL, "no placement constraint: any node may run it, with an empty volume"
+    if nodes and any(node_matches(nodes[0], c) is None for c in constraints):
+        return WARN, f"cannot evaluate {', '.join(constraints)}"
+    matches = [n for n in nodes if all(node_matches(n, c) for c in constraints)]
+    names = ", ".join((n.get("Description") or {}).get("Hostname", n.get("ID", "?")[:12]) for n in matches)
+    if len(matches) != 1:
+        return FAIL, f"{', '.join(constraints)} matches {len(matches)} nodes{f' ({names})' if names else ''}"
+    return PASS, f"{', '.join(constraints)} (node {names})"
+
+
+def check_connection_budget(t: SwarmTarget) -> tuple[str, str]:
+    """replicas x workers x DB_POOL_MAX (plus the tasks an update adds) must fit PostgreSQL's max_connections.
+
+    Read live from PostgreSQL (SHOW), so a server started with other settings
+    is judged by what it really allows.
+    """
+    db = t.stack.get(POSTGRES)
+    if db is None:
+        return FAIL, "no PostgreSQL service"
+    names = "', '".join(PG_DEFAULTS)
+    code, output = db.exec(["psql", "-U", db.env().get("POSTGRES_USER") or "postgres", "-d",
+                            db.env().get("POSTGRES_DB") or DEFAULT_DB, "-AtF=", "-c",
+                            f"select name, setting from pg_settings where name in ('{names}')"])
+    if code != 0:
+        return FAIL, f"psql failed ({code}): {output[:80]}"
+    live = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    replicas = t.desired()
+    surges = [update_surge(replicas, c.get("Order") or "stop-first", int(c.get("Parallelism") or 0))
+              for c in (t.spec.get("UpdateConfig") or {}, t.spec.get("RollbackConfig") or {})]
+    ok, detail = connection_budget(t.env(), replicas, max(surges), postgres_settings(None, live))
+    return result(ok, detail, detail)
+
+
+SECRET_SERVICES = (API, POSTGRES, PGADMIN)
+SWARM_CHECKS = (
+    Check("RUNNING", "desired tasks running", "", check_swarm_running, SWARM_SERVICES),
+    Check("HEALTHY", "tasks are healthy", "5.27", check_swarm_healthy, SWARM_SERVICES),
+    Check("HEALTHCHECK", "a health check is defined", "4.6", check_healthcheck, SWARM_SERVICES),
+    Check("USER", "configured user is set and not root", "4.1", check_user, SWARM_SERVICES, hardening=True),
+    Check("PROCS-NONROOT", "running processes have non-zero uids", "4.1", check_processes, SWARM_SERVICES,
+          hardening=True, live=True),
+    Check("READ-ONLY", "root filesystem is read-only", "5.13", check_read_only, SWARM_SERVICES,
+          hardening=True),
+    Check("NO-NEW-PRIVS", "no-new-privileges is true", "5.26", check_swarm_no_new_privileges, SWARM_SERVICES,
+          hardening=True),
+    Check("CAPS", "all capabilities dropped, none added", "5.4", check_capabilities, SWARM_SERVICES,
+          hardening=True),
+    Check("NOT-PRIVILEGED", "not privileged", "5.5", check_not_privileged, SWARM_SERVICES),
+    Check("HOST-NS", "no host network, PID or IPC namespace", "5.10, 5.16, 5.17", check_host_namespaces,
+          SWARM_SERVICES),
+    Check("DOCKER-SOCK", "Docker socket not mounted", "5.32", check_docker_socket, SWARM_SERVICES),
+    Check("MEMORY", "memory limit set", "5.11", check_memory, SWARM_SERVICES, hardening=True),
+    Check("CPU", "CPU limit set", "5.12", check_cpu, SWARM_SERVICES, hardening=True),
+    Check("PIDS", "pids limit set", "5.29", check_pids, SWARM_SERVICES, hardening=True),
+    Check("RESTART", "restart policy as documented", "5.15", check_swarm_restart, SWARM_SERVICES,
+          hardening=True),
+    Check("UPDATE-POLICY", "rolling updates gated on health, rolled back on failure", "",
+          check_update_policy, SWARM_SERVICES, hardening=True),
+    Check("PORTS-LOOPBACK", "published ports bound to loopback only", "5.14", check_swarm_ports_loopback,
+          SWARM_SERVICES, hardening=True),
+    Check("DB-UNPUBLISHED", "PostgreSQL port not published", "5.9", check_swarm_db_unpublished, (POSTGRES,),
+          hardening=True),
+    Check("PLACEMENT", "a service with a local volume is pinned to one node", "", check_placement, PINNED),
+    Check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets", "", check_secrets_mounted,
+          SECRET_SERVICES),
+    Check("SECRETS-OWNER", "secret files owned by the service's user, not readable by others", "",
+          check_secret_owner, SECRET_SERVICES, hardening=True),
+    Check("SECRETS-READABLE", "secrets readable by the service's user", "", check_secrets_readable,
+          SECRET_SERVICES, live=True),
+    Check("ENV-NO-SECRETS", "no secret values in the environment", "", check_env_secrets, SWARM_SERVICES),
+    Check("DB-VOLUME", "PostgreSQL data on a named volume", "", check_db_volume, (POSTGRES,)),
+    Check("LOG-ROTATION", "log rotation configured", "", check_log_rotation, SWARM_SERVICES, hardening=True),
+    Check("CONN-BUDGET", "API connections fit PostgreSQL's max_connections", "", check_connection_budget,
+          (API,), live=True),
+    Check("API-HEALTH", "/health answers 200 with database ok", "", check_api_health, (API,), live=True),
+    Check("PGADMIN-PING", "/misc/ping answers 200", "", check_pgadmin_ping, (PGADMIN,), live=True),
+    Check("DB-ROLE", "the API's database role is not a superuser", "", check_db_role, (POSTGRES,), live=True),
+)
+
+
+def load_swarm(client, stack: str) -> dict[str, SwarmTarget]:
+    """The stack's services, their tasks, and the containers of the tasks running on this node."""
+    info = client.info()
+    swarm = info.get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active":
+        raise CannotRun("this engine is not part of a swarm (deploy with `make swarm-up`)")
+    if not swarm.get("ControlAvailable"):
+        raise CannotRun("this node is not a swarm manager: run the verifier on a manager")
+    services = client.api.services(filters={"label": f"{STACK_LABEL}={stack}"}, status=True)
+    if not services:
+        raise CannotRun(f"no services for Swarm stack '{stack}' (is it deployed? pass --stack NAME "
+                        f"or set SWARM_STACK)")
+    node_id = swarm["NodeID"]
+    networks = {n["Id"]: n for n in client.api.networks()}
+    try:
+        gwbridge = client.api.inspect_network(GWBRIDGE)
+    except Exception:
+        gwbridge = {}
+    facts = {"node_id": node_id, "nodes": client.api.nodes(), "gwbridge": gwbridge, "networks": networks,
+             "security_options": info.get("SecurityOptions") or []}
+    targets: dict[str, SwarmTarget] = {}
+    for record in services:
+        name = record["Spec"]["Name"].removeprefix(f"{stack}_")
+        tasks = client.api.tasks(filters={"service": record["ID"]})
+        local, containers = [], []
+        for task in running_tasks(tasks):
+            cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+            if task.get("NodeID") == node_id and cid:
+                try:
+                    c = client.containers.get(cid)
+                except Exception:
+                    continue  # gone between the two calls
+                local.append(c.attrs)
+                containers.append(c)
+        image_ref = (record["Spec"]["TaskTemplate"].get("ContainerSpec") or {}).get("Image", "")
+        try:
+            image = client.api.inspect_image(image_ref)
+        except Exception:
+            image = None
+        targets[name] = SwarmTarget(name, record, tasks, local, containers, facts, image, targets)
+    return targets
+
+
+def swarm_health_word(t: SwarmTarget | None) -> str:
+    if t is None:
+        return "missing"
+    running, desired = len(running_tasks(t.tasks)), t.desired()
+    unhealthy = [c for c in t.local
+                 if ((c.get("State") or {}).get("Health") or {}).get("Status") != "healthy"]
+    ready = running == desired and not unhealthy and desired
+    return f"{running}/{desired}" + ("" if ready else " (not ready)")
+
+
+def wait_swarm(client, stack: str, seconds: float, out=sys.stderr) -> dict[str, SwarmTarget]:
+    """Poll until every service runs its desired tasks, healthy here; one progress line per change."""
+    deadline = time.monotonic() + seconds
+    last = ""
+    while True:
+        targets = load_swarm(client, stack)
+        words = {s: swarm_health_word(targets.get(s)) for s in SWARM_SERVICES}
+        line = ", ".join(f"{s} {w}" for s, w in words.items())
+        left = deadline - time.monotonic()
+        if all("(" not in w and w != "missing" for w in words.values()) or left <= 0:
+            if last:
+                print(f"waited: {line}", file=out)
+            return targets
+        if line != last:
+            print(f"waiting up to {left:.0f}s: {line}", file=out, flush=True)
+            last = line
+        time.sleep(1)
+
+
+def swarm_chaos(client, stack: str, targets: dict[str, SwarmTarget], out=sys.stderr) -> list[Finding]:
+    """Crash one API task (SIGKILL of its main process from the host) and expect Swarm to replace it.
+
+    Then stop PostgreSQL's task the way an outage looks (its container stops):
+    the API must answer /health 503 and then 200 once Swarm has started a new
+    PostgreSQL task, with no API task replaced on the way.
+    """
+    api = targets.get(API)
+    kill = Finding(API, "CHAOS-API-KILL", "a crashed API task is replaced", "5.15", FAIL, "")
+    outage = Finding(API, "CHAOS-DB-STOP", "API survives a PostgreSQL outage", "", FAIL, "")
+    if api is None or not api.local or POSTGRES not in targets or not targets[POSTGRES].containers:
+        kill.detail = outage.detail = "needs an API task and PostgreSQL's task on this node"
+        return [kill, outage]
+    victim, pid = api.local[0], api.local[0]["State"].get("Pid") or 0
+    print(f"chaos: will SIGKILL the main process (pid {pid}) of API task container "
+          f"{victim['Name'].lstrip('/')} from the host and wait up to {CHAOS_RESTART_BOUND:.0f}s for Swarm "
+          f"to "
+          f"replace it; then stop PostgreSQL's task container, expect /health 503, and 200 once Swarm has "
+          f"started a new one, with no API task replaced.", file=out, flush=True)
+    if os.geteuid() != 0 or not os.path.exists(f"/proc/{pid}"):
+        kill.result, kill.detail = WARN, "skipped: needs root on the engine's host (a local engine)"
+    else:
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+
+        def replaced() -> bool:
+            now = load_swarm(client, stack)[API]
+            ids = {c["Id"] for c in now.local}
+            return victim["Id"] not in ids and swarm_health_word(now) == f"{now.desired()}/{now.desired()}"
+
+        if poll(replaced, CHAOS_RESTART_BOUND):
+            kill.result = PASS
+            kill.detail = f"killed pid {pid}; {api.desired()}/{api.desired()} healthy again in " \
+                          f"{time.monotonic() - started:.0f}s"
+        else:
+            kill.detail = f"killed pid {pid}; not back to {api.desired()} healthy tasks within " \
+                          f"{CHAOS_RESTART_BOUND:.0f}s"
+    api = load_swarm(client, stack)[API]
+    before = {x["ID"] for x in running_tasks(api.tasks)}
+    db = load_swarm(client, stack)[POSTGRES]
+    db.containers[0].stop()
+    saw_503 = poll(lambda: api_health_status(api) == 503, CHAOS_HEALTH_BOUND)
+    recovered = poll(lambda: api_health_status(api) == 200, 2 * CHAOS_HEALTH_BOUND)
+    after = {x["ID"] for x in running_tasks(load_swarm(client, stack)[API].tasks)}
+    if not saw_503:
+        outage.detail = f"/health did not turn 503 within {CHAOS_HEALTH_BOUND:.0f}s of stopping PostgreSQL"
+    elif not recovered:
+        outage.detail = f"/health not back to 200 within {2 * CHAOS_HEALTH_BOUND:.0f}s"
+    elif after != before:
+        outage.detail = "API tasks were replaced during the outage"
+    else:
+        outage.result = PASS
+        outage.detail = "/health 503 while stopped, 200 after Swarm restarted it, no API task replaced"
+    return [kill, outage]
+
+
+def main_swarm(args: argparse.Namespace) -> int:
+    stack = args.stack or os.environ.get("SWARM_STACK") or DEFAULT_STACK
+    try:
+        client = connect()
+        targets = wait_swarm(client, stack, args.wait) if args.wait > 0 else load_swarm(client, stack)
+    except CannotRun as e:
+        print(f"verify_stack: {e}", file=sys.stderr)
+        return 2
+    profile = args.profile or "prod"
+    findings = verify(targets, profile, SWARM_CHECKS, SWARM_SERVICES)
+    if args.chaos:
+        findings += swarm_chaos(client, stack, targets)
+    code = exit_code(findings)
+    if args.json:
+        print(json.dumps({"project": stack, "orchestrator": "swarm", "profile": profile, "benchmark": CIS,
+                          "summary": summary(findings), "exit_code": code,
+                          "findings": [asdict(f) for f in findings]}, indent=2))
+    else:
+        print(render(findings, stack, profile, kind="Swarm stack"))
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
 # Output and command line.
 # ---------------------------------------------------------------------------------------------
 
@@ -868,8 +1522,8 @@ def exit_code(findings: list[Finding]) -> int:
     return 1 if any(f.result == FAIL for f in findings) else 0
 
 
-def render(findings: list[Finding], project: str, profile: str) -> str:
-    lines = [f"Stack '{project}', profile {profile}, checks mapped to {CIS}"]
+def render(findings: list[Finding], project: str, profile: str, kind: str = "Stack") -> str:
+    lines = [f"{kind} '{project}', profile {profile}, checks mapped to {CIS}"]
     if profile == "dev":
         lines.append("dev profile: missing hardening is reported as warnings, not failures")
     width = max(len(f.id) for f in findings)
@@ -891,11 +1545,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--wait", type=float, default=0, metavar="N", help="wait up to N seconds for healthy")
     p.add_argument("--chaos", action="store_true", help="also kill the API and stop PostgreSQL (disruptive)")
-    return p.parse_args(argv)
+    p.add_argument("--swarm", action="store_true",
+                   help="check a Docker Swarm stack instead of a Compose project")
+    p.add_argument("--stack", help=f"Swarm stack name (default: $SWARM_STACK or {DEFAULT_STACK}; "
+                   "implies --swarm)")
+    args = p.parse_args(argv)
+    if args.stack:
+        args.swarm = True
+    if args.swarm and args.project:
+        p.error("--project names a Compose project; a Swarm stack is --stack")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.swarm:
+        return main_swarm(args)
     project = args.project or compose_project_name()
     try:
         client = connect()

@@ -1,0 +1,20 @@
+# Docker Swarm targets (compose.yaml + compose.prod.yaml + compose.swarm.yaml); included by the
+# Makefile after mk/stack.mk, whose .env and secret-file rules they reuse. tools/swarm.py does the
+# work; README.md, "Scaling out", explains it.
+#   make swarm-up SWARM_API_PORT=5100 API_REPLICAS=3     (the defaults)
+SWARM_STACK ?= items-swarm
+SWARM := SECRETS_DIR=$(SECRETS_DIR) SWARM_STACK=$(SWARM_STACK) $(PYTHON) tools/swarm.py
+
+.PHONY: swarm-up swarm-update swarm-down swarm-verify
+
+swarm-up: .env $(SECRET_FILES)  ## Deploy to Docker Swarm (single node if none), wait until healthy
+	$(SWARM) up
+
+swarm-update: .env $(SECRET_FILES)  ## Rebuild the API image and roll it out task by task
+	$(SWARM) update
+
+swarm-down:  ## Remove the Swarm stack (volumes kept); leave the swarm if swarm-up made it
+	$(SWARM) down
+
+swarm-verify: venv  ## Check the Swarm stack's hardening (verify_stack.py --swarm)
+	$(BIN)/python tools/verify_stack.py --swarm --stack $(SWARM_STACK)

@@ -1,0 +1,451 @@
+"""The stack on Docker Swarm, deployed by tools/swarm.py as `make swarm-up` does (fixture `swarm`).
+
+One single-node swarm for the module: initialised by the tool when the engine
+is in none (and left again at the end, also after a failure), or an existing
+one, which is then left as it was. The stack runs under its own name
+(`items-swarm-e2e`, or $E2E_SWARM_STACK) on free ports with its own secrets, so
+it runs beside a user's stacks; leftovers of an earlier run are removed first.
+
+The tests, in order: the API contract through the proxy on 127.0.0.1; cursors,
+ETags and request ids whichever replica answers; the verifier on the deployed
+stack; a crashed task replaced while requests go on; a rolling update under
+load; a broken image rolled back; the verifier on a weakened stack; and last,
+`down` removes everything and leaves the swarm.
+
+Load: each request opens a new connection, because the proxy (like Swarm's
+routing mesh) balances connections: a keep-alive client stays on one task.
+Two client threads, about 20 requests a second in all: the 2 cores are shared.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tools import verify_stack as vs
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
+NAMESPACE = "com.docker.stack.namespace"
+# A health check that never passes, on top of the deployed image: the update must roll back.
+BROKEN_HEALTHCHECK = ('HEALTHCHECK --interval=1s --timeout=1s --start-period=0s --retries=2 '
+                      'CMD ["/opt/venv/bin/python", "-c", "raise SystemExit(1)"]')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SwarmStack:
+    docker: object  # conftest's Docker
+    name: str
+    env: dict[str, str]
+    env_file: Path
+    api_port: int
+    pgadmin_port: int
+    created_swarm: bool = False
+    images: list[str] = field(default_factory=list)  # tags the tests made, removed at the end
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def tool(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "swarm.py"), *args, "--stack", self.name,
+                            "--env-file", str(self.env_file)], capture_output=True, text=True, env=self.env,
+                           cwd=ROOT, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"swarm.py {' '.join(args)} exited {r.returncode}\n{r.stdout[-3000:]}\n"
+                                 f"{r.stderr[-5000:]}")
+        return r
+
+    def verify(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--stack", self.name,
+                               *args], capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=300)
+
+    def service(self, name: str) -> dict:
+        return json.loads(self.docker("service", "inspect", f"{self.name}_{name}").stdout)[0]
+
+    def tasks(self, name: str) -> list[dict]:
+        """The service's tasks that should run and do, as `docker inspect` shows them."""
+        ids = self.docker("service", "ps", "--quiet", "--no-trunc", "--filter", "desired-state=running",
+                          f"{self.name}_{name}").stdout.split()
+        tasks = json.loads(self.docker("inspect", *ids).stdout) if ids else []
+        return [t for t in tasks if t["Status"]["State"] == "running"]
+
+    def image_id(self, ref: str) -> str:
+        return self.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+    def derived_image(self, tag: str, *lines: str) -> str:
+        """An image on top of the one the API runs (no rebuild): a new id, so a new content tag."""
+        base = self.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        dockerfile = "\n".join([f"FROM {base}", *lines, f"LABEL items.e2e={tag}"]) + "\n"
+        r = subprocess.run([self.docker.binary, "build", "--quiet", "--tag", f"items-api:{tag}", "-"],
+                           input=dockerfile, capture_output=True, text=True, env=self.env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        self.images.append(f"items-api:{tag}")
+        self.images.append(f"items-api:{self.image_id(f'items-api:{tag}').removeprefix('sha256:')[:12]}")
+        return f"items-api:{tag}"
+
+    def wait_converged(self, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            rows = [json.loads(line) for line in self.docker(
+                "service", "ls", "--filter", f"label={NAMESPACE}={self.name}", "--format", "{{json .}}"
+            ).stdout.splitlines()]
+            counts = [re.match(r"(\d+)/(\d+)", r["Replicas"]) for r in rows]
+            if rows and all(c and c.group(1) == c.group(2) != "0" for c in counts):
+                return
+            assert time.monotonic() < deadline, f"not converged: {[(r['Name'], r['Replicas']) for r in rows]}"
+            time.sleep(1)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        out = {}
+        for kind in ("service", "secret", "config", "network", "volume"):
+            r = self.docker(kind, "ls", "--quiet", "--filter", f"label={NAMESPACE}={self.name}", check=False)
+            out[kind] = r.stdout.split() if r.returncode == 0 else []
+        return out
+
+    def swarm_state(self) -> str:
+        return self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
+    tmp = tmp_path_factory.mktemp("swarm")
+    secrets_dir = tmp / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    for name in SECRET_NAMES:
+        (secrets_dir / name).write_text(secrets.token_urlsafe(32) + "\n")
+    env_file = tmp / "e2e.env"  # our own: a user's .env must not change the stack under test
+    env_file.write_text("")
+    api_port, pgadmin_port = free_port(), free_port()
+    env = {**os.environ, "DOCKER": docker.binary, "SECRETS_DIR": str(secrets_dir),
+           "SWARM_API_PORT": str(api_port), "SWARM_PGADMIN_PORT": str(pgadmin_port)}
+    for name in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "API_IMAGE", "SWARM_STACK", "API_REPLICAS"):
+        env.pop(name, None)
+    if ca_bundle is not None:
+        env["EXTRA_CA_BUNDLE"] = str(ca_bundle)
+    s = SwarmStack(docker, os.environ.get("E2E_SWARM_STACK", "items-swarm-e2e"), env, env_file, api_port,
+                   pgadmin_port)
+    if s.swarm_state() == "active":
+        s.tool("down", "--volumes", check=False)  # leftovers of an earlier run; leaves a swarm it made
+    s.created_swarm = s.swarm_state() != "active"
+    try:
+        started = time.monotonic()
+        r = s.tool("up", timeout=900)
+        print(f"\n[e2e] swarm stack {s.name} up in {time.monotonic() - started:.1f} s "
+              f"(API {s.api_url}, swarm {'created' if s.created_swarm else 'existing'})\n{r.stdout}")
+        yield s
+    finally:
+        s.tool("down", "--volumes", check=False)
+        if s.created_swarm and s.swarm_state() == "active":  # whatever happened, leave what we made
+            docker("swarm", "leave", "--force", check=False)
+            s.tool("down", check=False)  # removes the docker_gwbridge it made
+        for image in s.images:
+            docker("image", "rm", image, check=False)
+
+
+class Load:
+    """Steady GETs from two threads, each on a new connection; every outcome is recorded.
+
+    `retry_resets`: one more try after a connection error (never after an HTTP
+    status). Only the crash test allows it: a request that was inside the
+    killed process has no one left to answer it, and the proxy cannot resend
+    a request it has already passed on, so an idempotent GET is retried by the
+    client, as any HTTP client would.
+    """
+
+    def __init__(self, port: int, path: str, retry_resets: bool = False, threads: int = 2,
+                 pause: float = 0.1):
+        self.port, self.path, self.retry = port, path, retry_resets
+        self.pause = pause
+        self.ok = 0
+        self.failures: list[str] = []
+        self.first_try_errors: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def once(self) -> int:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", self.path, headers={"Connection": "close"})
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                try:
+                    status = self.once()
+                except (ConnectionError, http.client.HTTPException, OSError) as e:
+                    if not self.retry:
+                        raise
+                    with self.lock:
+                        self.first_try_errors.append(f"{time.strftime('%H:%M:%S')} {type(e).__name__}")
+                    status = self.once()
+                with self.lock:
+                    if status == 200:
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"{time.strftime('%H:%M:%S')} HTTP {status}")
+            except Exception as e:
+                with self.lock:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} {type(e).__name__}: {e}")
+            time.sleep(self.pause)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
+    """One request on its own connection: (status, headers, json body)."""
+    parts = url.removeprefix("http://").split("/", 1)
+    host, port = parts[0].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        h = {"Connection": "close", **(headers or {})}
+        if data:
+            h["Content-Type"] = "application/json"
+        c.request(method, "/" + parts[1], body=data, headers=h)
+        r = c.getresponse()
+        raw = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(raw) if raw else None
+    finally:
+        c.close()
+
+
+def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 30) -> dict[str, str]:
+    """Which API task logged each request id (`docker service logs` prefixes lines with the task)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        logs = stack.docker("service", "logs", "--no-trunc", "--since", "10m",
+                            f"{stack.name}_{vs.API}").stdout
+        found = {}
+        for line in logs.splitlines():
+            prefix, _, text = line.partition("|")
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue
+            if record.get("request_id") in request_ids and record.get("message") == "request":
+                found[record["request_id"]] = prefix.split("@")[0].strip()
+        if set(found) == request_ids or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+# --- the tests, in order ------------------------------------------------------------------------
+
+
+def test_api_contract_through_the_proxy(swarm) -> None:
+    """The HTTP contract tests of tests/test_items.py, against the swarm's entry point on 127.0.0.1."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "tests/test_items.py", "-q", "-p",
+                        "no:cacheprovider"], cwd=ROOT, env={**os.environ, "TEST_API_URL": swarm.api_url},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], r.stdout[-500:]
+
+
+def test_cursors_etags_and_request_ids_work_on_any_replica(swarm) -> None:
+    """Each request on a new connection, so consecutive ones land on different tasks."""
+    tag = uuid.uuid4().hex[:10]
+    ids: list[str] = []
+
+    def rid() -> dict:
+        ids.append(f"e2e-{tag}-{len(ids)}")
+        return {"X-Request-ID": ids[-1]}
+
+    for i in range(6):
+        status, headers, _ = request(f"{swarm.api_url}/items", "POST",
+                                     {"name": f"swarm-{tag}-{i}", "price": 1.5 + i, "quantity": i}, rid())
+        assert status == 201 and headers["x-request-id"] == ids[-1]
+    query = f"{swarm.api_url}/items?name_contains=swarm-{tag}&limit=2&sort=name"
+    names, url, pages = [], query, []
+    while url:
+        status, headers, page = request(url, headers=rid())
+        assert status == 200, page
+        pages.append(ids[-1])
+        names += [item["name"] for item in page["items"]]
+        cursor = page.get("next_cursor")
+        url = f"{query}&cursor={quote(cursor)}" if cursor else ""
+    assert names == [f"swarm-{tag}-{i}" for i in range(6)]
+
+    status, headers, item = request(f"{swarm.api_url}/items?name_contains=swarm-{tag}-0", headers=rid())
+    location = f"{swarm.api_url}/items/{item['items'][0]['id']}"
+    status, headers, _ = request(location, headers=rid())
+    etag = headers["etag"]
+    status, _, _ = request(location, "PATCH", {"quantity": 40}, {"If-Match": etag, **rid()})
+    assert status == 200
+    status, _, _ = request(location, "PATCH", {"quantity": 41}, {"If-Match": etag, **rid()})
+    assert status == 412  # the old ETag, refused by whichever task answers
+    status, headers, _ = request(location, headers={"If-None-Match": f'W/{etag}', **rid()})
+    assert status == 200  # the item moved on
+
+    served = task_of_request(swarm, set(ids))
+    assert set(served) == set(ids), f"not in the logs: {set(ids) - set(served)}"
+    assert len(set(served.values())) == 3, f"not every replica answered: {sorted(set(served.values()))}"
+    # a page was fetched from another task than the one that signed its cursor
+    assert any(served[a] != served[b] for a, b in itertools.pairwise(pages)), served
+
+
+def test_verifier_passes_the_deployed_stack(swarm) -> None:
+    r = swarm.verify("--json", "--wait", "60")
+    report = json.loads(r.stdout)
+    not_passed = [(f["service"], f["id"], f["result"]) for f in report["findings"] if f["result"] != "pass"]
+    assert r.returncode == 0, not_passed
+    assert report["orchestrator"] == "swarm" and report["profile"] == "prod"
+    # The one thing a stack cannot set (README, "Scaling out"): a warning, unless the engine sets it.
+    assert {(s, i) for s, i, _ in not_passed} <= {(s, "NO-NEW-PRIVS") for s in vs.SWARM_SERVICES}
+    expected = {(s, c.id) for c in vs.SWARM_CHECKS for s in c.services}
+    assert {(f["service"], f["id"]) for f in report["findings"]} == expected
+    human = swarm.verify()
+    assert human.returncode == 0 and human.stdout.splitlines()[0].startswith(f"Swarm stack '{swarm.name}'")
+
+
+def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
+    """SIGKILL of a task's main process from the host: Swarm starts another, the others answer meanwhile."""
+    if os.geteuid() != 0:
+        reason = "killing a container's process from the host needs root on the engine's machine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    before = swarm.tasks(vs.API)
+    assert len(before) == 3
+    victim = before[0]
+    container = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])
+    pid = container["State"]["Pid"]
+    with Load(swarm.api_port, "/health", retry_resets=True) as load:
+        time.sleep(2)
+        os.kill(pid, 9)
+        killed_at = time.monotonic()
+        deadline = killed_at + 90
+        while True:
+            now = swarm.tasks(vs.API)
+            ids = {t["ID"] for t in now}
+            if len(now) == 3 and victim["ID"] not in ids:
+                healthy = [swarm.docker.inspect(t["Status"]["ContainerStatus"]["ContainerID"])["State"]
+                           ["Health"]["Status"] for t in now]
+                if healthy == ["healthy"] * 3:
+                    break
+            assert time.monotonic() < deadline, f"not back to 3 healthy tasks: {[t['ID'] for t in now]}"
+            time.sleep(0.5)
+        replaced_in = time.monotonic() - killed_at
+        time.sleep(3)
+    print(f"\n[e2e] task replaced in {replaced_in:.1f} s; {load.ok} requests answered, "
+          f"{len(load.first_try_errors)} needed their one retry {load.first_try_errors}")
+    assert load.failures == [], load.failures
+    assert load.ok > 20
+    state = swarm.docker.inspect(victim["ID"])["Status"]
+    assert state["State"] == "failed" and "137" in state.get("Err", ""), state
+
+
+def test_rolling_update_under_load(swarm) -> None:
+    """`swarm.py update` to a new image while requests flow: no failure, every task ends on the new image."""
+    old = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    new_ref = swarm.derived_image(f"e2e-next-{uuid.uuid4().hex[:8]}")
+    new_id = swarm.image_id(new_ref)
+    with Load(swarm.api_port, "/health") as load:
+        started = time.monotonic()
+        r = swarm.tool("update", "--image", new_ref)
+        took = time.monotonic() - started
+        time.sleep(1)
+    print(f"\n[e2e] rolling update {old} -> {new_ref} in {took:.1f} s under {load.ok} requests")
+    assert load.failures == [], load.failures
+    assert load.ok > 50
+    spec_image = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert spec_image == f"items-api:{new_id.removeprefix('sha256:')[:12]}" != old, r.stderr
+    tasks = swarm.tasks(vs.API)
+    assert len(tasks) == 3 and {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {spec_image}
+    containers = [swarm.docker.inspect(t["Status"]["ContainerStatus"]["ContainerID"]) for t in tasks]
+    assert {c["Image"] for c in containers} == {new_id}
+    assert swarm.service(vs.API)["UpdateStatus"]["State"] == "completed"
+
+
+def test_broken_image_is_rolled_back(swarm) -> None:
+    """A new image whose health check never passes: the update rolls back by itself, nobody notices."""
+    good = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    good_tasks = {t["ID"] for t in swarm.tasks(vs.API)}
+    broken = swarm.derived_image(f"e2e-broken-{uuid.uuid4().hex[:8]}", BROKEN_HEALTHCHECK)
+    with Load(swarm.api_port, "/health") as load:
+        r = swarm.tool("update", "--image", broken, check=False)
+    assert r.returncode == 1, r.stderr
+    assert "rolled back" in r.stderr or "rollback_completed" in r.stderr, r.stderr
+    service = swarm.service(vs.API)
+    assert service["UpdateStatus"]["State"] == "rollback_completed", service["UpdateStatus"]
+    assert service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == good
+    tasks = swarm.tasks(vs.API)
+    assert len(tasks) == 3 and {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {good}
+    assert {t["ID"] for t in tasks} == good_tasks  # start-first: the old tasks never stopped
+    assert load.failures == [], load.failures
+
+
+def test_verifier_fails_a_weakened_stack(swarm) -> None:
+    """Drift made with `docker service update`, caught by the matching checks, then undone by `up`."""
+    image = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    db = swarm.service(vs.POSTGRES)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    secret = next(s["SecretName"] for s in db["Secrets"] if s["File"]["Name"] == "postgres_password")
+    try:
+        # no task restarts: only the update policy changes
+        swarm.docker("service", "update", "--detach", "--update-order", "stop-first",
+                     "--update-failure-action", "pause", f"{swarm.name}_{vs.API}")
+        # PostgreSQL restarts (stop-first) with fewer connections and a world-readable secret
+        swarm.docker("service", "update", "--quiet", "--args", "postgres -c max_connections=20",
+                     "--secret-rm", secret, "--secret-add",
+                     f"source={secret},target=postgres_password,uid=999,gid=999,mode=0444",
+                     f"{swarm.name}_{vs.POSTGRES}", timeout=180)
+        swarm.wait_converged()
+        r = swarm.verify("--json", "--wait", "60")
+        report = json.loads(r.stdout)
+        failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
+        assert r.returncode == 1
+        expected = {(vs.API, "UPDATE-POLICY"), (vs.API, "CONN-BUDGET"), (vs.POSTGRES, "SECRETS-OWNER")}
+        assert failed == expected, [f for f in report["findings"] if f["result"] == "fail"]
+    finally:
+        swarm.tool("up", "--image", image)
+    r = swarm.verify("--wait", "60")
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_down_removes_the_stack_and_leaves_the_swarm(swarm) -> None:
+    r = swarm.tool("down", "--volumes")
+    nothing = {k: [] for k in ("service", "secret", "config", "network", "volume")}
+    assert swarm.leftovers() == nothing, r.stderr
+    if swarm.created_swarm:
+        assert swarm.swarm_state() == "inactive", r.stderr
+        assert "left the swarm" in r.stderr
+        gw = swarm.docker("network", "ls", "--quiet", "--filter", "name=^docker_gwbridge$").stdout.strip()
+        assert not gw, "docker_gwbridge (made by swarm.py) is still there"
+    else:
+        assert swarm.swarm_state() == "active"  # someone else's swarm stays

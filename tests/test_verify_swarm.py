@@ -1,0 +1,772 @@
+"""Unit tests for the Swarm side (verify_stack.py --swarm, tools/swarm.py, tools/swarm_proxy.py), no engine.
+
+tests/data/swarm/stack.json was captured from the real stack (`make swarm-up`,
+stack items-swarm, a single-node swarm on this machine's engine 28.5): per
+service the `docker service inspect` record (with ServiceStatus), its running
+tasks and one failed one, the trimmed inspect records of the task containers
+on this node with their `docker top` under `_top`, and the image's health
+check; under `facts` the node, docker_gwbridge (bound to 127.0.0.1), the
+networks and the engine's security options. tests/data/swarm/rendered.json is
+`docker compose config --format json` of the three compose files, host paths
+rewritten to /srv/items. Each test weakens a copy in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tools import swarm
+from tools import verify_stack as vs
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "swarm"
+CAPTURED = json.loads((DATA / "stack.json").read_text())
+RENDERED = json.loads((DATA / "rendered.json").read_text())
+class FakeSwarmTarget(vs.SwarmTarget):
+    """A SwarmTarget whose exec and HTTP answers are scripted (and recorded)."""
+
+    def __init__(self, *args, http=(200, '{"checks": {"database": "ok"}}'), execs=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.http = http
+        self.execs = execs
+        self.commands = []
+
+    def exec(self, cmd, user=""):
+        self.need_local()
+        self.commands.append(cmd)
+        if self.execs is not None:
+            return self.execs.pop(0)
+        text = " ".join(cmd)
+        if cmd[0] == "psql" and "pg_settings" in text:
+            return 0, "max_connections=100\nreserved_connections=0\nsuperuser_reserved_connections=3"
+        if cmd[0] == "psql":
+            return 0, "f"
+        return 0, ""  # reading a secret file works
+
+    def http_get(self, path):
+        if isinstance(self.http, Exception):
+            raise self.http
+        return self.http
+
+
+def captured(**changes) -> dict:
+    """A deep copy of the captured stack; `changes` maps a service to a function that weakens it."""
+    data = copy.deepcopy(CAPTURED)
+    for name, change in changes.items():
+        change(data["services"][name], data["facts"])
+    return data
+
+
+def targets(data: dict | None = None, cls=FakeSwarmTarget) -> dict[str, vs.SwarmTarget]:
+    data = data or captured()
+    out: dict[str, vs.SwarmTarget] = {}
+    for name, s in data["services"].items():
+        out[name] = cls(name, s["record"], s["tasks"], s["local"], [], data["facts"], s["image"], out)
+    return out
+
+
+def spec(service: dict) -> dict:
+    return service["record"]["Spec"]
+
+
+def container_spec(service: dict) -> dict:
+    return spec(service)["TaskTemplate"]["ContainerSpec"]
+
+
+def findings(data: dict | None = None, profile: str = "prod") -> list[vs.Finding]:
+    return vs.verify(targets(data), profile, vs.SWARM_CHECKS, vs.SWARM_SERVICES)
+
+
+def failing(data: dict) -> set[tuple[str, str]]:
+    return {(f.service, f.id) for f in findings(data) if f.result == vs.FAIL}
+
+
+def one(check_id: str, service: str, data: dict | None = None) -> tuple[str, str]:
+    check = next(c for c in vs.SWARM_CHECKS if c.id == check_id)
+    f = vs.run_check(check, targets(data)[service], "prod")
+    return f.result, f.detail
+
+
+# --- the captured stack ------------------------------------------------------------------------
+
+
+def test_captured_stack_passes_with_one_warning_per_service():
+    result = findings()
+    assert {(f.service, f.id) for f in result if f.result == vs.FAIL} == set()
+    warnings = {(f.service, f.id) for f in result if f.result == vs.WARN}
+    assert warnings == {(s, "NO-NEW-PRIVS") for s in vs.SWARM_SERVICES}
+    assert {(f.service, f.id) for f in result} == {(s, c.id) for c in vs.SWARM_CHECKS for s in c.services}
+
+
+def test_spec_reads_like_a_container_record():
+    t = targets()[vs.POSTGRES]
+    assert t.config["User"] == "999:999"
+    assert t.host_config["ReadonlyRootfs"] is True and t.host_config["CapDrop"] == ["ALL"]
+    assert t.host_config["Memory"] == 512 * 2**20 and t.host_config["NanoCpus"] == 10**9
+    assert t.host_config["PidsLimit"] == 200
+    assert t.host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    mounts = {m["Destination"]: m for m in t.attrs["Mounts"]}
+    assert mounts["/var/lib/postgresql"]["Name"] == "items-swarm_pgdata"
+    assert mounts["/run/secrets/postgres_password"] == {
+        "Type": "secret", "Name": mounts["/run/secrets/postgres_password"]["Name"], "Source": "",
+        "Destination": "/run/secrets/postgres_password", "RW": False}
+    # the API has no HEALTHCHECK in its spec: the image's is used
+    api = targets()[vs.API]
+    assert api.config["Healthcheck"]["Test"][-1] == "healthcheck"
+
+
+def test_human_output_names_the_swarm_stack():
+    text = vs.render(findings(), "items-swarm", "prod", kind="Swarm stack")
+    assert text.splitlines()[0] == ("Swarm stack 'items-swarm', profile prod, "
+                                    "checks mapped to CIS Docker Benchmark 1.6.0")
+    assert "proxy" in text.splitlines() and text.splitlines()[-1].endswith(", 4 warnings, 0 failed")
+
+
+# --- replicas and health -----------------------------------------------------------------------
+
+
+def test_running_counts_desired_against_running_tasks():
+    assert one("RUNNING", vs.API) == (vs.PASS, "3/3 tasks running, 1 failed in history")
+
+    def pending(s, facts):
+        task = s["tasks"][0]
+        task["Status"].update(State="pending", Err="no suitable node (scheduling constraints)")
+    result, detail = one("RUNNING", vs.API, captured(**{vs.API: pending}))
+    assert result == vs.FAIL and detail.startswith("2/3 tasks running") and "no suitable node" in detail
+
+    def scaled_to_zero(s, facts):
+        spec(s)["Mode"]["Replicated"]["Replicas"] = 0
+        s["tasks"] = []
+    assert one("RUNNING", vs.API, captured(**{vs.API: scaled_to_zero}))[0] == vs.FAIL
+
+
+def test_global_service_desired_from_service_status():
+    t = targets()[vs.PROXY]
+    assert "Global" in t.spec["Mode"] and t.desired() == 1
+
+
+def test_healthy_reads_this_nodes_containers():
+    assert one("HEALTHY", vs.API) == (vs.PASS, "3/3 healthy here")
+
+    def unhealthy(s, facts):
+        s["local"][1]["State"]["Health"]["Status"] = "unhealthy"
+    result, detail = one("HEALTHY", vs.API, captured(**{vs.API: unhealthy}))
+    assert (result, detail) == (vs.FAIL, "2/3 healthy here: unhealthy")
+
+    def elsewhere(s, facts):
+        s["local"] = s["local"][:1]
+    assert one("HEALTHY", vs.API, captured(**{vs.API: elsewhere})) == (
+        vs.PASS, "1/1 healthy here, 2 running elsewhere")
+
+
+def test_no_health_check_fails_healthy_and_healthcheck():
+    def none(s, facts):
+        s["image"]["Config"]["Healthcheck"] = None
+        container_spec(s).pop("Healthcheck", None)
+    data = captured(**{vs.API: none})
+    assert one("HEALTHY", vs.API, data)[0] == vs.FAIL
+    assert one("HEALTHCHECK", vs.API, data) == (vs.FAIL, "none defined")
+
+
+# --- hardening ---------------------------------------------------------------------------------
+
+
+def test_no_new_privileges_warns_unless_the_spec_engine_or_containers_set_it():
+    result, detail = one("NO-NEW-PRIVS", vs.API)
+    assert result == vs.WARN and "daemon.json" in detail
+
+    def in_spec(s, facts):
+        container_spec(s)["Privileges"]["NoNewPrivileges"] = True
+    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: in_spec})) == (
+        vs.PASS, "no-new-privileges (service spec)")
+
+    def engine_default(s, facts):
+        facts["security_options"] = [*facts["security_options"], "name=no-new-privileges"]
+    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: engine_default}))[0] == vs.PASS
+
+    def containers(s, facts):
+        for c in s["local"]:
+            c["HostConfig"]["SecurityOpt"] = ["no-new-privileges=true"]
+    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: containers}))[0] == vs.PASS
+
+
+def test_no_new_privileges_dev_profile_stays_a_warning():
+    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "NO-NEW-PRIVS"), targets()[vs.API], "dev")
+    assert f.result == vs.WARN
+
+
+@pytest.mark.parametrize(("change", "check", "detail"), [
+    (lambda s, f: container_spec(s).update(User="0:0"), "USER", "user 0:0 is root"),
+    (lambda s, f: container_spec(s).update(ReadOnly=False), "READ-ONLY", "root filesystem is writable"),
+    (lambda s, f: container_spec(s).update(CapabilityDrop=None), "CAPS",
+     "cap_drop lacks ALL (default set kept)"),
+    (lambda s, f: container_spec(s).update(CapabilityAdd=["CAP_NET_ADMIN"]), "CAPS",
+     "ALL dropped but added back: NET_ADMIN"),
+    (lambda s, f: spec(s)["TaskTemplate"]["Resources"]["Limits"].pop("MemoryBytes"), "MEMORY",
+     "no memory limit"),
+    (lambda s, f: spec(s)["TaskTemplate"]["Resources"]["Limits"].pop("NanoCPUs"), "CPU", "no CPU limit"),
+    (lambda s, f: spec(s)["TaskTemplate"]["Resources"]["Limits"].pop("Pids"), "PIDS", "no pids limit"),
+    (lambda s, f: spec(s)["TaskTemplate"]["LogDriver"]["Options"].pop("max-size"), "LOG-ROTATION",
+     "json-file without max-size: grows without bound"),
+    (lambda s, f: container_spec(s).setdefault("Mounts", []).append(
+        {"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/var/run/docker.sock"}),
+     "DOCKER-SOCK", "mounts /var/run/docker.sock"),
+    (lambda s, f: container_spec(s)["Env"].append("API_TOKEN=abc123"), "ENV-NO-SECRETS",
+     "API_TOKEN carries a value"),
+])
+def test_weakened_spec_fails_the_check(change, check, detail):
+    data = captured(**{vs.API: change})
+    assert one(check, vs.API, data) == (vs.FAIL, detail)
+    # root also no longer owns the secret files Swarm made for uid 10001
+    also = {(vs.API, "SECRETS-OWNER")} if check == "USER" else set()
+    assert failing(data) == {(vs.API, check)} | also
+
+
+def test_log_driver_left_to_the_engine_is_read_from_the_containers():
+    def no_driver(s, facts):
+        spec(s)["TaskTemplate"].pop("LogDriver")
+        for c in s["local"]:
+            c["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {}}
+    assert one("LOG-ROTATION", vs.API, captured(**{vs.API: no_driver}))[0] == vs.FAIL
+
+
+def test_host_network_fails_host_ns():
+    def on_host(s, facts):
+        host_id = next(i for i, n in facts["networks"].items() if n["Name"] == "host")
+        facts["networks"][host_id]["Driver"] = "host"
+        spec(s)["TaskTemplate"]["Networks"] = [{"Target": host_id}]
+    assert one("HOST-NS", vs.PROXY, captured(**{vs.PROXY: on_host})) == (vs.FAIL, "shares network=host")
+
+
+def test_restart_policy_is_any_without_attempt_limit():
+    assert one("RESTART", vs.API) == (vs.PASS, "any, delay 2s, no attempt limit")
+
+    def budgeted(s, facts):
+        policy = spec(s)["TaskTemplate"]["RestartPolicy"]
+        policy.update(Condition="on-failure", MaxAttempts=5, Window=120 * vs.NS)
+    assert one("RESTART", vs.API, captured(**{vs.API: budgeted})) == (
+        vs.FAIL, "on-failure, delay 2s, 5 attempts per 2m, expected any, no attempt limit")
+
+
+# --- updates -----------------------------------------------------------------------------------
+
+
+def test_update_policy_per_service():
+    assert one("UPDATE-POLICY", vs.API) == (
+        vs.PASS, "start-first, 1 at a time, rollback on failure, monitor 10s")
+    assert one("UPDATE-POLICY", vs.POSTGRES)[1].startswith("stop-first")
+
+
+@pytest.mark.parametrize(("service", "change", "detail"), [
+    (vs.API, lambda u: u.update(Order="stop-first"), "order stop-first, expected start-first"),
+    (vs.POSTGRES, lambda u: u.update(Order="start-first"), "order start-first, expected stop-first"),
+    (vs.API, lambda u: u.update(FailureAction="pause"), "failure action pause, expected rollback"),
+    (vs.API, lambda u: u.pop("Parallelism"), "updates every task at once"),
+])
+def test_weakened_update_policy_fails(service, change, detail):
+    data = captured(**{service: lambda s, f: change(spec(s)["UpdateConfig"])})
+    assert one("UPDATE-POLICY", service, data) == (vs.FAIL, detail)
+
+
+def test_missing_update_or_rollback_config_fails():
+    data = captured(**{vs.API: lambda s, f: spec(s).pop("RollbackConfig")})
+    assert one("UPDATE-POLICY", vs.API, data) == (vs.FAIL, "no rollback_config")
+    data = captured(**{vs.API: lambda s, f: spec(s).pop("UpdateConfig")})
+    assert one("UPDATE-POLICY", vs.API, data)[1].startswith("no update_config")
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def test_host_mode_ports_take_docker_gwbridges_address():
+    assert one("PORTS-LOOPBACK", vs.PROXY) == (vs.PASS, "127.0.0.1:5100->8080/tcp (host)")
+    assert one("PORTS-LOOPBACK", vs.API) == (vs.PASS, "nothing published")
+
+    def everywhere(s, facts):
+        facts["gwbridge"]["Options"].pop(vs.HOST_BINDING)
+    assert one("PORTS-LOOPBACK", vs.PROXY, captured(**{vs.PROXY: everywhere})) == (
+        vs.FAIL, "0.0.0.0:5100->8080/tcp (host)")
+
+
+def test_routing_mesh_ports_are_on_every_address():
+    def ingress(s, facts):
+        for p in spec(s)["EndpointSpec"]["Ports"]:
+            p["PublishMode"] = "ingress"
+    assert one("PORTS-LOOPBACK", vs.PROXY, captured(**{vs.PROXY: ingress})) == (
+        vs.FAIL, "*:5100->8080/tcp (ingress)")
+
+
+def test_published_database_fails():
+    def publish(s, facts):
+        spec(s)["EndpointSpec"]["Ports"] = [{"Protocol": "tcp", "TargetPort": 5432, "PublishedPort": 5432,
+                                             "PublishMode": "host"}]
+    data = captured(**{vs.POSTGRES: publish})
+    assert one("DB-UNPUBLISHED", vs.POSTGRES, data) == (
+        vs.FAIL, "published on 127.0.0.1:5432->5432/tcp (host)")
+
+
+def test_the_api_is_probed_through_the_proxy():
+    api = targets(cls=vs.SwarmTarget)[vs.API]
+    calls = []
+
+    class Answer:
+        status = 200
+
+        def read(self, n):
+            return b'{"checks": {"database": "ok"}}'
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    def urlopen(url, timeout):
+        calls.append(url)
+        return Answer()
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(vs.urllib.request, "urlopen", urlopen)
+        assert vs.check_api_health(api) == (vs.PASS, "/health 200, database ok")
+    assert calls == ["http://127.0.0.1:5100/health"]
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def test_secret_owner_and_mode():
+    assert one("SECRETS-OWNER", vs.POSTGRES) == (vs.PASS, "2 owned by 999, mode 0400")
+
+    def world_readable(s, facts):
+        container_spec(s)["Secrets"][0]["File"]["Mode"] = 0o444
+    result, detail = one("SECRETS-OWNER", vs.POSTGRES, captured(**{vs.POSTGRES: world_readable}))
+    assert result == vs.FAIL and "mode 0444 is readable by others" in detail
+
+    def other_owner(s, facts):
+        container_spec(s)["Secrets"][0]["File"]["UID"] = "0"
+    result, detail = one("SECRETS-OWNER", vs.API, captured(**{vs.API: other_owner}))
+    assert (result, detail) == (vs.FAIL, "app_db_password owned by 0, the service runs as 10001")
+
+
+def test_a_file_variable_without_its_secret_fails_secrets_mounted():
+    data = captured(**{vs.API: lambda s, f: container_spec(s).update(Secrets=[])})
+    assert one("SECRETS-MOUNTED", vs.API, data)[0] == vs.FAIL
+    data = captured(**{vs.API: lambda s, f: container_spec(s)["Env"].append("OTHER_FILE=/run/secrets/other")})
+    assert one("SECRETS-MOUNTED", vs.API, data) == (vs.FAIL, "not mounted: OTHER_FILE=/run/secrets/other")
+
+
+def test_secrets_readable_runs_in_a_task_here():
+    t = targets()[vs.POSTGRES]
+    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "SECRETS-READABLE"), t, "prod")
+    assert (f.result, f.detail) == (vs.PASS, "2 readable by user 999:999")
+    assert t.commands[0][:2] == ["sh", "-c"]
+
+
+def test_live_probes_warn_when_no_task_runs_on_this_node():
+    def elsewhere(s, facts):
+        s["local"] = []
+    t = targets(captured(**{vs.POSTGRES: elsewhere}))[vs.POSTGRES]
+    for check_id in ("PROCS-NONROOT", "SECRETS-READABLE", "DB-ROLE"):
+        f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == check_id), t, "prod")
+        expected = (vs.WARN, "no running task of this service on this node to probe")
+        assert (f.result, f.detail) == expected, check_id
+
+
+def test_processes_of_every_local_task_are_checked():
+    def root_process(s, facts):
+        s["local"][2]["_top"]["Processes"][0][0] = "0"
+    result, detail = one("PROCS-NONROOT", vs.API, captured(**{vs.API: root_process}))
+    assert result == vs.FAIL and detail.startswith("1 process(es) as root")
+    assert one("PROCS-NONROOT", vs.API)[1].startswith("uids 10001 (")
+
+
+# --- placement ---------------------------------------------------------------------------------
+
+
+def test_placement_pins_stateful_services_to_one_node():
+    assert one("PLACEMENT", vs.POSTGRES) == (vs.PASS, "node.labels.items.db == true (node vm)")
+
+    def unpinned(s, facts):
+        spec(s)["TaskTemplate"]["Placement"] = {}
+    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: unpinned}))[0] == vs.FAIL
+
+    def two_nodes(s, facts):
+        other = copy.deepcopy(facts["nodes"][0])
+        other["ID"], other["Description"]["Hostname"] = "n2", "vm2"
+        facts["nodes"].append(other)
+    result, detail = one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: two_nodes}))
+    assert (result, detail) == (vs.FAIL, "node.labels.items.db == true matches 2 nodes (vm, vm2)")
+
+    def replicated(s, facts):
+        spec(s)["Mode"]["Replicated"]["Replicas"] = 2
+    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: replicated})) == (
+        vs.FAIL, "2 replicas of a service with a local volume")
+
+
+@pytest.mark.parametrize(("constraint", "expected"), [
+    ("node.labels.items.db == true", True),
+    ("node.labels.items.db != true", False),
+    ("node.role == manager", True),
+    ("node.role==worker", False),
+    ("node.hostname == vm", True),
+    ("node.platform.os == linux", None),
+    ("nonsense", None),
+])
+def test_node_matches(constraint, expected):
+    assert vs.node_matches(CAPTURED["facts"]["nodes"][0], constraint) is expected
+
+
+def test_unknown_constraint_is_a_warning():
+    def unknown(s, facts):
+        spec(s)["TaskTemplate"]["Placement"]["Constraints"] = ["node.platform.os == linux"]
+    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: unknown}))[0] == vs.WARN
+
+
+# --- the connection budget ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("replicas", "order", "parallelism", "surge"), [
+    (3, "start-first", 1, 1), (3, "stop-first", 1, 0), (3, "start-first", 0, 3), (3, "start-first", 5, 3),
+    (0, "start-first", 1, 0), (1, "start-first", 2, 1),
+])
+def test_update_surge(replicas, order, parallelism, surge):
+    assert vs.update_surge(replicas, order, parallelism) == surge
+
+
+def test_postgres_settings_from_arguments_and_show():
+    command = ["postgres", "-c", "max_connections=50", "--superuser-reserved-connections=5"]
+    assert vs.postgres_settings(command) == {
+        "max_connections": 50, "superuser_reserved_connections": 5, "reserved_connections": 0}
+    live = {"max_connections": "200", "reserved_connections": "2"}
+    assert vs.postgres_settings(None, live)["max_connections"] == 200
+    assert vs.postgres_settings(["postgres", "-c", "max_connections=lots"]) == vs.PG_DEFAULTS
+
+
+def test_connection_budget_arithmetic():
+    settings = dict(vs.PG_DEFAULTS)
+    ok, detail = vs.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "4"}, 3, 1, settings)
+    assert ok
+    assert detail.startswith("4 tasks (3 + 1 while updating) x 1 workers x 4 connections = 16, room 87")
+    # the edge: exactly the room is fine, one more is not
+    assert vs.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "29"}, 2, 1, settings)[0]  # 87
+    assert not vs.connection_budget({"WORKERS": "2", "DB_POOL_MAX": "11"}, 3, 1, settings)[0]  # 88
+    # app/config.py's defaults: one worker, a pool of max(4, DB_POOL_MIN)
+    assert vs.connection_budget({"DB_POOL_MIN": "30"}, 3, 0, settings) == (False, vs.connection_budget(
+        {"WORKERS": "1", "DB_POOL_MAX": "30"}, 3, 0, settings)[1])
+    assert vs.connection_budget({"WORKERS": "many"}, 3, 0, settings)[0] is False
+
+
+def test_connection_budget_check_reads_postgres_live():
+    ts = targets()
+    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "CONN-BUDGET"), ts[vs.API], "prod")
+    assert f.result == vs.PASS and "= 16, room 87" in f.detail
+    assert "pg_settings" in " ".join(ts[vs.POSTGRES].commands[0])
+    ts = targets()
+    ts[vs.POSTGRES].execs = [
+        (0, "max_connections=20\nreserved_connections=0\nsuperuser_reserved_connections=3")]
+    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "CONN-BUDGET"), ts[vs.API], "prod")
+    assert f.result == vs.FAIL and "= 16, room 7 (max_connections 20" in f.detail
+
+
+# --- loading from an engine, and the command line ----------------------------------------------
+
+
+class FakeContainer:
+    def __init__(self, attrs):
+        self.attrs = attrs
+
+    def top(self, ps_args):
+        return self.attrs["_top"]
+
+    def exec_run(self, cmd, user="", demux=False):
+        text = " ".join(cmd)
+        if "pg_settings" in text:
+            out = b"max_connections=100\nreserved_connections=0\nsuperuser_reserved_connections=3"
+        else:
+            out = b"f" if cmd[0] == "psql" else b""
+        return SimpleNamespace(exit_code=0, output=out)
+
+
+class FakeClient:
+    """The Docker SDK calls load_swarm makes, answered from the captured stack."""
+
+    def __init__(self, data: dict, swarm_state: str = "active"):
+        self.data = data
+        self.swarm_state = swarm_state
+        self.api = self
+        self.containers = self
+
+    def info(self):
+        f = self.data["facts"]
+        swarm_info = {"LocalNodeState": self.swarm_state, "ControlAvailable": True, "NodeID": f["node_id"]}
+        return {"Swarm": swarm_info, "SecurityOptions": f["security_options"]}
+
+    def services(self, filters, status):
+        assert filters == {"label": "com.docker.stack.namespace=items-swarm"} and status
+        return [s["record"] for s in self.data["services"].values()]
+
+    def tasks(self, filters):
+        return next(s["tasks"] for s in self.data["services"].values()
+                    if s["record"]["ID"] == filters["service"])
+
+    def nodes(self):
+        return self.data["facts"]["nodes"]
+
+    def networks(self):
+        return [{"Id": i, **n} for i, n in self.data["facts"]["networks"].items()]
+
+    def inspect_network(self, name):
+        return self.data["facts"]["gwbridge"]
+
+    def inspect_image(self, ref):
+        return next(s["image"] for s in self.data["services"].values()
+                    if s["record"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == ref)
+
+    def get(self, cid):
+        for s in self.data["services"].values():
+            for c in s["local"]:
+                if c["Id"] == cid:
+                    return FakeContainer(c)
+        raise LookupError(cid)
+
+    def ping(self):
+        return True
+
+
+def test_load_swarm_maps_services_tasks_and_local_containers():
+    ts = vs.load_swarm(FakeClient(CAPTURED), "items-swarm")
+    assert set(ts) == set(vs.SWARM_SERVICES)
+    assert len(ts[vs.API].local) == 3 and len(ts[vs.API].containers) == 3
+    assert ts[vs.API].stack is ts
+
+
+def test_main_swarm_json_report_and_exit_code(monkeypatch, capsys):
+    monkeypatch.setattr(vs, "connect", lambda: FakeClient(CAPTURED))
+    monkeypatch.setattr(vs.urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(
+        vs.urllib.error.URLError("refused")))
+    code = vs.main(["--swarm", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["orchestrator"] == "swarm" and report["project"] == "items-swarm"
+    failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
+    assert failed == {(vs.API, "API-HEALTH"), (vs.PGADMIN, "PGADMIN-PING")}  # nothing answers HTTP here
+    assert code == report["exit_code"] == 1
+
+
+def test_main_swarm_cannot_run(monkeypatch, capsys):
+    monkeypatch.setattr(vs, "connect", lambda: FakeClient(CAPTURED, swarm_state="inactive"))
+    assert vs.main(["--swarm"]) == 2
+    assert capsys.readouterr().err.startswith("verify_stack: this engine is not part of a swarm")
+    monkeypatch.setattr(vs, "connect", lambda: FakeClient({**CAPTURED, "services": {}}))
+    assert vs.main(["--stack", "items-swarm"]) == 2
+    assert "no services for Swarm stack 'items-swarm'" in capsys.readouterr().err
+
+
+def test_project_and_stack_do_not_mix():
+    with pytest.raises(SystemExit) as e:
+        vs.parse_args(["--swarm", "--project", "items"])
+    assert e.value.code == 2
+
+
+def test_duration():
+    assert [vs.duration(x) for x in (0, 2 * vs.NS, 90 * vs.NS, 120 * vs.NS, 1500 * 10**6)] == [
+        "0s", "2s", "1m30s", "2m", "1.5s"]
+
+
+# --- tools/swarm.py: the stack file for `docker stack deploy` ----------------------------------
+
+
+VERSIONS = {(kind, key): "0123456789ab" for kind in ("secrets", "configs")
+            for key in (RENDERED.get(kind) or {})}
+
+
+def test_stack_file_has_the_old_loaders_types():
+    out = swarm.to_stack(RENDERED, "items-swarm", VERSIONS)
+    assert out["version"] == "3.13" and "name" not in out and not [k for k in out if k.startswith("x-")]
+    api = out["services"]["flask-api"]
+    assert api["deploy"]["resources"]["limits"]["cpus"] == "1"
+    assert api["networks"] == ["backend", "edge"]
+    assert api["secrets"] == [{"source": "app_db_password", "target": "app_db_password", "uid": "10001",
+                               "gid": "10001", "mode": 0o400}]
+    assert "entrypoint" not in api and "command" not in api  # nulls dropped
+    assert out["services"]["proxy"]["ports"][0]["published"] == 5100
+    assert out["secrets"]["postgres_password"] == {"name": "items-swarm_postgres_password_0123456789ab",
+                                                   "file": "/srv/items/secrets/postgres_password"}
+    assert out["configs"]["swarm_proxy"]["file"] == "/srv/items/tools/swarm_proxy.py"
+    assert out["volumes"]["pgdata"] == {"name": "items-swarm_pgdata"}
+
+
+def test_swarm_file_leaves_nothing_that_swarm_ignores():
+    assert swarm.ignored_keys(RENDERED) == []
+    assert set(RENDERED["services"]) == set(vs.SWARM_SERVICES)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("security_opt", ["no-new-privileges:true"]),
+    ("tmpfs", ["/tmp"]),
+    ("depends_on", {"postgres": {"condition": "service_healthy"}}),
+    ("restart", "unless-stopped"),
+    ("build", {"context": "."}),
+])
+def test_settings_swarm_would_ignore_are_refused(key, value):
+    rendered = copy.deepcopy(RENDERED)
+    rendered["services"]["postgres"][key] = value
+    with pytest.raises(swarm.CannotRun, match=f"postgres.{key} "):
+        swarm.to_stack(rendered, "items-swarm", VERSIONS)
+
+
+def test_a_port_with_a_host_ip_is_refused():
+    rendered = copy.deepcopy(RENDERED)
+    rendered["services"]["pgadmin"]["ports"][0]["host_ip"] = "127.0.0.1"
+    assert swarm.ignored_keys(rendered) == [
+        "pgadmin.ports host_ip 127.0.0.1 (Swarm publishes on every address; see SWARM_BIND_ADDRESS)"]
+
+
+def test_content_versions_change_with_content_and_hide_secrets(tmp_path):
+    (tmp_path / "a").write_text("one\n")
+    (tmp_path / "b").write_text("two\n")
+    rendered = {"secrets": {"s": {"file": str(tmp_path / "a")}},
+                "configs": {"c": {"file": str(tmp_path / "b")}}}
+    v1 = swarm.content_versions(rendered, b"salt")
+    assert v1[("configs", "c")] == swarm.content_version(b"two\n")
+    assert v1[("secrets", "s")] != swarm.content_version(b"one\n")  # salted: the name says nothing
+    (tmp_path / "a").write_text("three\n")
+    assert swarm.content_versions(rendered, b"salt")[("secrets", "s")] != v1[("secrets", "s")]
+    assert swarm.content_versions(rendered, b"other")[("configs", "c")] == v1[("configs", "c")]
+    (tmp_path / "a").write_text("")
+    with pytest.raises(swarm.CannotRun, match="is empty"):
+        swarm.content_versions(rendered, b"salt")
+
+
+def test_rendered_defaults_respect_the_connection_budget():
+    ok, detail = swarm.budget(RENDERED)
+    assert ok, detail
+    assert detail.startswith("4 tasks (3 + 1 while updating) x 1 workers x 4 connections = 16, room 87")
+
+
+def test_a_broken_budget_is_caught_before_deploying():
+    rendered = copy.deepcopy(RENDERED)
+    rendered["services"]["flask-api"]["deploy"]["replicas"] = 12
+    rendered["services"]["flask-api"]["environment"]["WORKERS"] = "2"
+    ok, detail = swarm.budget(rendered)
+    assert not ok and "13 tasks" in detail and "= 104, room 87" in detail
+    rendered = copy.deepcopy(RENDERED)
+    rendered["services"]["postgres"]["command"] = ["postgres", "-c", "max_connections=25"]
+    assert not swarm.budget(rendered)[0]
+
+
+def test_make_targets_call_the_tool():
+    make = shutil.which("make")
+    if not make:
+        pytest.skip("no make")
+    r = subprocess.run([make, "-n", "swarm-up", "swarm-update", "swarm-down", "swarm-verify",
+                        "SWARM_STACK=demo", "SECRETS_DIR=/tmp/s"], cwd=ROOT, capture_output=True, text=True,
+                       check=False, env={**os.environ, "MAKEFLAGS": ""})
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "tools/" in line]
+    assert lines == [
+        *(f"SECRETS_DIR=/tmp/s SWARM_STACK=demo python3 tools/swarm.py {command}"
+          for command in ("up", "update", "down")),
+        ".venv/bin/python tools/verify_stack.py --swarm --stack demo"]
+
+
+@pytest.mark.parametrize(("ref", "expected"), [
+    ("items-api:0123456789ab", False), ("library/python:3.14", False), ("dpage/pgadmin4:9.18", False),
+    ("registry.example.com/items-api:1.2", True), ("localhost:5000/items-api", True),
+    ("localhost/items-api", True),
+])
+def test_registry_references_are_deployed_as_given(ref, expected):
+    assert swarm.from_registry(ref) is expected
+
+
+# --- tools/swarm_proxy.py: the API's entry point ----------------------------------------------
+
+
+def run_proxy_exchange(addresses: list[str], port: int, requests: int) -> tuple[list[bytes], list[str]]:
+    """Serve `requests` connections through a Proxy whose backend resolves to `addresses`."""
+    from tools import swarm_proxy
+
+    async def scenario():
+        proxy = swarm_proxy.Proxy(("backend.invalid", port), connect_timeout=1.0, max_connections=8)
+        tried = []
+
+        async def addresses_now():
+            return list(addresses)
+
+        connect = proxy.connect
+
+        async def recording_connect():
+            reader, writer, address = await connect()
+            tried.append(address)
+            return reader, writer, address
+
+        proxy.addresses = addresses_now
+        proxy.connect = recording_connect
+        server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        listen = server.sockets[0].getsockname()[1]
+        answers = []
+        for _ in range(requests):
+            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
+            writer.write(b"ping")
+            writer.write_eof()
+            answers.append(await reader.read())
+            writer.close()
+        server.close()
+        return answers, tried
+
+    return asyncio.run(scenario())
+
+
+@pytest.fixture
+def echo_backend():
+    """A TCP server on 127.0.0.1 that answers `pong:<what it read>` and closes."""
+    import socketserver
+    import threading
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self):
+            data = b""
+            while chunk := self.request.recv(1024):
+                data += chunk
+            self.request.sendall(b"pong:" + data)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_proxy_passes_bytes_both_ways_and_the_half_close(echo_backend):
+    answers, tried = run_proxy_exchange(["127.0.0.1"], echo_backend, 3)
+    assert answers == [b"pong:ping"] * 3 and tried == ["127.0.0.1"] * 3
+
+
+def test_proxy_skips_an_address_that_refuses(echo_backend):
+    # 127.0.0.2 is loopback too, but nothing listens there on this port: refused at once.
+    answers, tried = run_proxy_exchange(["127.0.0.2", "127.0.0.1"], echo_backend, 4)
+    assert answers == [b"pong:ping"] * 4
+    assert tried == ["127.0.0.1"] * 4  # round robin starts at each address in turn; the dead one is passed
+
+
+def test_proxy_closes_the_client_when_no_backend_answers(echo_backend):
+    answers, tried = run_proxy_exchange(["127.0.0.2"], echo_backend, 2)
+    assert answers == [b"", b""] and tried == []
+
+
+def test_proxy_settings_parse():
+    from tools import swarm_proxy
+
+    assert swarm_proxy.split_address("tasks.flask-api:5000", "") == ("tasks.flask-api", 5000)
+    assert swarm_proxy.split_address(":8080", "0.0.0.0") == ("0.0.0.0", 8080)
+    assert swarm_proxy.split_address("[::1]:80", "") == ("::1", 80)
+    with pytest.raises(SystemExit):
+        swarm_proxy.split_address("nohost", "")
