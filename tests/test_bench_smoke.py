@@ -1,0 +1,115 @@
+"""The benchmark harness, end to end in about a minute: `make bench-smoke` (bench/run.py --smoke).
+
+It runs every step of `make bench` (our prod stack, both peers, the framework ceiling, pgbench,
+wrk, the fixed-rate generator, footprint, rebuild, JSON/Markdown/PNG output) with tiny durations,
+so that the harness cannot rot between full runs. It never asserts on a timing: on a shared
+machine a one-second run means nothing. It does assert that everything ran, that every candidate
+answered every request with a success status, and that the peers serve the same JSON as ours.
+
+Needs a Docker engine (like the e2e tests, it skips without one, except under CI=true); wrk is
+installed from Debian's packages when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ("ours", "flask", "fastapi")
+SCENARIOS = ("get", "list", "post", "patch", "mix")
+
+
+def _docker() -> str | None:
+    engine_client = Path("/opt/docker-engine/usr/bin/docker")
+    return os.environ.get("DOCKER") or shutil.which("docker") or (
+        str(engine_client) if engine_client.exists() else None
+    )
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    docker = _docker()
+    if not docker:
+        _unavailable("no docker client found")
+    if subprocess.run([docker, "info"], capture_output=True, timeout=60, check=False).returncode != 0:
+        _unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
+    if not shutil.which("wrk") and os.geteuid() != 0:
+        _unavailable("wrk is missing and only root may install it")
+    out = tmp_path_factory.mktemp("bench-smoke")
+    env = {**os.environ, "PATH": f"{Path(docker).parent}:{os.environ.get('PATH', '')}"}
+    r = subprocess.run(
+        ["make", "--no-print-directory", "bench-smoke", f"BENCH_ARGS=--out {out}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
+    )
+    print(r.stdout[-6000:])
+    assert r.returncode == 0, f"make bench-smoke exited {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return json.loads((out / "latest.json").read_text()), out
+
+
+def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
+    results, _ = smoke
+    seen = {(r["candidate"], r["scenario"], r["connections"]) for r in results["runs"]}
+    for key in CANDIDATES:
+        for scenario in SCENARIOS:
+            assert (key, scenario, 32) in seen
+        assert (key, "get", 256) in seen
+    assert ("ceiling", "get", 32) in seen
+    assert ("pgbench", "get", 32) in seen
+    assert ("ours", "live", 32) in seen
+    assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
+
+
+def test_no_candidate_answered_with_an_error_status(smoke: tuple[dict, Path]) -> None:
+    """Every POST, PATCH and GET got a 2xx: a harness or peer that drifted from the contract shows here.
+    (Socket timeouts are not checked: they depend on how busy the machine is.)"""
+    results, _ = smoke
+    bad = [r for r in results["runs"] if r.get("error_detail", {}).get("status")]
+    assert not bad, bad
+    bad = [r for r in results["latency_runs"] if r["non_2xx"]]
+    assert not bad, bad
+
+
+def test_the_peers_serve_our_json(smoke: tuple[dict, Path]) -> None:
+    results, _ = smoke
+    assert results["contract_check"]["ok"], results["contract_check"]["problems"]
+
+
+def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple[dict, Path]) -> None:
+    results, _ = smoke
+    assert {(r["candidate"], r["scenario"]) for r in results["latency_runs"]} == {
+        (k, s) for k in CANDIDATES for s in ("get", "mix")
+    }
+    assert all(r["count"] > 0 for r in results["latency_runs"])
+    fp = results["footprint"]
+    assert set(fp["image_mb"]) == {"ours", "flask", "fastapi", "python_base", "python_base_plus_our_venv"}
+    assert set(fp["memory_mib"]) == set(CANDIDATES)
+    assert set(fp["cold_start_s"]) == set(CANDIDATES)
+    assert fp["rebuild_s"] > 0
+    assert results["pg_connections"]["samples"] > 0
+    assert results["pg_connections"]["ours"]["peak"] >= 1
+    assert results["pool_budget"] >= 1
+
+
+def test_reports_are_written(smoke: tuple[dict, Path]) -> None:
+    results, out = smoke
+    md = (out / "latest.md").read_text()
+    for heading in ("## Throughput", "## Against the machine's limits", "## Latency at a fixed rate",
+                    "## Scaling", "## Footprint", "## Targets"):
+        assert heading in md
+    assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checks = results["analysis"]["checks"]
+    assert checks and all(isinstance(c["met"], bool) for c in checks)
