@@ -69,8 +69,11 @@ def create_pool(config: Config) -> ConnectionPool:
         min_size=config.pool_min,
         max_size=config.pool_max,
         timeout=config.pool_timeout,
-        # A bounded queue: past it, requests get a 503 at once instead of waiting.
-        max_waiting=4 * config.pool_max,
+        # No max_waiting: the wait queue is already bounded, since only
+        # Granian's blocking threads (one request each) ask for connections.
+        # (psycopg_pool 3.3 also keeps timed-out waiters counted until a
+        # connection comes back, so a limit here could refuse every request
+        # after a long outage, before the pool ever tried to reconnect.)
         check=check_on_checkout,
         reconnect_timeout=RECONNECT_TIMEOUT,
         reconnect_failed=reconnect_failed,

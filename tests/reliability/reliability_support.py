@@ -1,0 +1,388 @@
+"""What the reliability tests share: the stack's containers, psql in the database, results.
+
+Kept out of conftest.py so that the subprocess plugin (`reliability_plugin.py`) can import it
+too. Nothing here talks to anything but the Docker engine, 127.0.0.1 and the stack's containers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("RELIABILITY_ARTIFACTS") or ROOT / "test-artifacts" / "reliability")
+RESULTS = Path(os.environ.get("RELIABILITY_RESULTS") or ARTIFACTS / "results.json")
+PROBLEM = "application/problem+json"
+
+# A digest of the whole items table: count, then md5 over every column of every row.
+TABLE_DIGEST = (
+    "SELECT count(*) || ' ' || coalesce(md5(string_agg(concat_ws('|', id, name, description, price,"
+    " quantity, version, created_at, updated_at), ',' ORDER BY id)), '') FROM app.items WHERE {where}"
+)
+
+
+class KnownFailure(AssertionError):
+    """The one failure a strict-xfail test expects (any other error still fails the test)."""
+
+
+def known(condition: bool, message: str) -> None:
+    if not condition:
+        raise KnownFailure(message)
+
+
+def scale() -> float:
+    """RELIABILITY_SCALE multiplies durations and sizes: 1 (the CI sizes) by default, 4 for
+    `make reliability`; never below 1."""
+    value = float(os.environ.get("RELIABILITY_SCALE") or 1)
+    if not 1 <= value <= 100:
+        raise ValueError(f"RELIABILITY_SCALE must be between 1 and 100, not {value}")
+    return value
+
+
+def scaled(base: float, minimum: float = 0) -> float:
+    return max(base * scale(), minimum)
+
+
+def load_e2e_fixtures():
+    """tests/e2e/conftest.py as a module of its own, so its fixtures and Stack can be reused here.
+
+    pytest imports every conftest.py under the same name, so it cannot simply be imported by name.
+    """
+    name = "_e2e_stack_fixtures"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- psql in the container
+
+
+class PsqlError(RuntimeError):
+    pass
+
+
+class Psql:
+    """One long-lived `psql` in the postgres container (through `docker exec -i`).
+
+    A query costs well under a millisecond instead of a `docker exec` each (about 0.3 s), so
+    tests can take a table digest around every request. When PostgreSQL or the container goes
+    away the session dies; the next query opens a new one (in the container `find_container`
+    returns then, which may be a new one after `down`/`up`).
+    """
+
+    def __init__(self, docker_binary: str, find_container, user: str = "postgres", database: str = "appdb"):
+        self.docker_binary = docker_binary
+        self.find_container = find_container
+        self.user = user
+        self.database = database
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> subprocess.Popen:
+        cid = self.find_container()
+        self._proc = subprocess.Popen(
+            [self.docker_binary, "exec", "-i", cid, "psql", "-U", self.user, "-d", self.database,
+             "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1, encoding="utf-8", errors="replace",
+        )
+        return self._proc
+
+    def _ask(self, sql: str, timeout: float) -> str:
+        proc = self._proc if self._proc and self._proc.poll() is None else self._open()
+        marker = f"__end_{uuid.uuid4().hex}__"
+        proc.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + marker + "\n")
+        proc.stdin.flush()
+        lines: list[str] = []
+        result: dict[str, Any] = {}
+
+        def read() -> None:
+            for line in proc.stdout:
+                if line.rstrip("\n") == marker:
+                    result["done"] = True
+                    return
+                lines.append(line.rstrip("\n"))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not result.get("done"):
+            self.close()
+            raise PsqlError(f"psql gave no complete answer in {timeout:.0f} s to: {sql[:200]}")
+        return "\n".join(lines)
+
+    def query(self, sql: str, timeout: float = 30) -> str:
+        """Run one statement as the superuser; its rows as `psql -tA` prints them."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    out = self._ask(sql, timeout)
+                    break
+                except (BrokenPipeError, OSError, ValueError, PsqlError):
+                    self.close()
+                    if attempt == 2:
+                        raise
+            if "ERROR:" in out or "FATAL:" in out:
+                raise PsqlError(out)
+            return out.strip()
+
+    def json(self, sql: str, timeout: float = 30) -> Any:
+        return json.loads(self.query(sql, timeout) or "null")
+
+    def digest(self, where: str = "true") -> str:
+        """Count and md5 of every column of every row of app.items (those `where` selects)."""
+        return self.query(TABLE_DIGEST.format(where=where))
+
+    def max_id(self) -> int:
+        return int(self.query("SELECT coalesce(max(id), 0) FROM app.items"))
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- response bodies
+
+
+class BodyScanner:
+    """Every response body the suite receives is checked here for the stack's secret values.
+
+    Bodies are scanned as they arrive (no copy kept on disk); hits name the secret, never its
+    value. Bodies recorded by subprocesses (the reused hostile corpus, schemathesis) are files,
+    scanned with `scan_file`.
+    """
+
+    def __init__(self, secrets: dict[str, str]):
+        self._needles = {name: value.encode() for name, value in secrets.items()}
+        self._lock = threading.Lock()
+        self.count = 0
+        self.bytes = 0
+        self.hits: list[str] = []
+
+    def record(self, body: bytes | str | None, where: str = "a response") -> None:
+        if not body:
+            return
+        data = body if isinstance(body, bytes) else body.encode("utf-8", "replace")
+        found = [name for name, value in self._needles.items() if value in data]
+        with self._lock:
+            self.count += 1
+            self.bytes += len(data)
+            self.hits.extend(f"{name} in {where}" for name in found)
+
+    def scan_file(self, path: Path, where: str) -> None:
+        data = path.read_bytes()
+        found = [name for name, value in self._needles.items() if value in data]
+        with self._lock:
+            self.bytes += len(data)
+            self.hits.extend(f"{name} in {where}" for name in found)
+
+
+def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: str = ""):
+    """A `requests.Session` whose paths are relative to `base`, with a default timeout; every
+    response is scanned for secrets and counted in `tally` (by status, or "timeout"/"connection")."""
+    import requests
+
+    class Session(requests.Session):
+        def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+            kwargs.setdefault("timeout", 10)
+            return super().request(method, base + url if url.startswith("/") else url, *args, **kwargs)
+
+        def send(self, request, **kwargs):  # type: ignore[override]
+            try:
+                response = super().send(request, **kwargs)
+            except requests.Timeout:
+                if tally is not None:
+                    tally["timeout"] += 1
+                raise
+            except requests.ConnectionError:
+                if tally is not None:
+                    tally["connection"] += 1
+                raise
+            bodies.record(response.content, f"{request.method} {request.path_url[:60]}")
+            if tally is not None:
+                tally[response.status_code] += 1
+            return response
+
+    return Session()
+
+
+# --------------------------------------------------------------------------- the stack's containers
+
+
+class StackOps:
+    """Docker-level operations on the fixture's stack, by service name."""
+
+    def __init__(self, stack, bodies: BodyScanner):
+        self.stack = stack
+        self.docker = stack.docker
+        self.bodies = bodies
+        self.psql = Psql(stack.docker.binary, lambda: self.container("postgres"))
+
+    def container(self, service: str) -> str:
+        """The service's container, whatever its state (running, restarting, exited)."""
+        cid = self.stack.compose("ps", "--all", "--quiet", service).stdout.strip()
+        assert cid, f"no container for {service}"
+        return cid.splitlines()[0]
+
+    def inspect(self, service: str) -> dict:
+        return self.docker.inspect(self.container(service))
+
+    def state(self, service: str) -> dict:
+        return self.inspect(service)["State"]
+
+    def env(self, service: str) -> dict[str, str]:
+        pairs = (e.split("=", 1) for e in self.inspect(service)["Config"]["Env"])
+        return {k: v for k, v in pairs}
+
+    def setting(self, name: str, default: str) -> str:
+        """An API setting as the container sees it (an empty value means the app's default)."""
+        return self.env("flask-api").get(name) or default
+
+    def wait_healthy(self, service: str, *, started_after: str | None = None, timeout: float = 120) -> float:
+        """Wait until the service's container runs, is healthy (and was started after
+        `started_after`, an inspect StartedAt); returns time.monotonic() when it was seen."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                st = self.state(service)
+                last = (st.get("Status"), (st.get("Health") or {}).get("Status"), st.get("StartedAt"))
+                if (st.get("Running") and last[1] == "healthy"
+                        and (started_after is None or st.get("StartedAt", "") > started_after)):
+                    return time.monotonic()
+            except AssertionError:
+                pass  # no container yet
+            assert time.monotonic() < deadline, f"{service} not healthy in {timeout:.0f} s (last: {last})"
+            time.sleep(0.2)
+
+    def sigkill_main_process(self, service: str) -> dict:
+        """SIGKILL the container's main process from the host (State.Pid).
+
+        `docker kill` would not do: the engine counts it as a manual stop and never applies the
+        restart policy. A process killed from outside is what a crash or an OOM kill looks like.
+        Needs root on the engine's machine.
+        """
+        before = self.state(service)
+        assert before["Running"] and before["Pid"] > 0, before
+        os.kill(before["Pid"], signal.SIGKILL)
+        return before
+
+    def api_ok(self, timeout: float = 60) -> float:
+        """Wait for the API's /health to answer 200 (database reachable through the pool)."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = requests.get(self.stack.api_url + "/health", timeout=5)
+                self.bodies.record(r.content, "/health")
+                if r.status_code == 200:
+                    return time.monotonic()
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"the API's /health did not return to 200 in {timeout:.0f} s"
+            time.sleep(0.2)
+
+    def save_logs(self, tag: str) -> Path:
+        """`docker compose logs` of every service, kept before containers are removed."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"stack-logs-{tag}.txt"
+        out = self.stack.compose("logs", "--no-color", "--timestamps", check=False, timeout=120).stdout
+        path.write_text(out)
+        return path
+
+    def close(self) -> None:
+        self.psql.close()
+
+
+# --------------------------------------------------------------------------- results
+
+
+class Results:
+    """The figures each scenario prints, collected for docs/RELIABILITY.md (JSON on disk)."""
+
+    def __init__(self, path: Path = RESULTS):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row of the table; `row["test"]` is the node id (or id prefix) of the tests it sums up."""
+        row.setdefault("outcome", "running")
+        self.rows.append(row)
+        return row
+
+    @staticmethod
+    def show(row: dict[str, Any]) -> None:
+        print("\n[reliability] " + format_row(row), flush=True)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def write(self, started: float) -> None:
+        if not self.rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "suite_seconds": round(time.monotonic() - started, 1),
+            "scale": scale(),
+            "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+            **self.meta,
+            "rows": self.rows,
+            "notes": self.notes,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.replace(self.path)
+
+
+def format_statuses(statuses: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0]))) or "-"
+
+
+def format_row(row: dict[str, Any]) -> str:
+    errors = row.get("no_answer") or {}
+    parts = [
+        f"{row['scenario']}: {row.get('requests', 0)} requests",
+        f"responses {format_statuses(row.get('statuses') or {})}",
+        f"no answer {format_statuses(errors)}",
+    ]
+    if row.get("acked") is not None:
+        parts.append(f"acknowledged writes {row['acked']}, lost {row.get('acked_lost')}")
+    if row.get("recovery"):
+        parts.append(f"recovery {row['recovery']}")
+    if row.get("details"):
+        parts.append("; ".join(f"{k} {v}" for k, v in row["details"].items()))
+    return " | ".join(parts)
+
+
+def count_statuses(statuses) -> dict[str, int]:
+    return dict(sorted(Counter(str(s) for s in statuses).items()))

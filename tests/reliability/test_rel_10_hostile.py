@@ -1,0 +1,702 @@
+"""Hostile input against the containerized API: never a 5xx, never a hang, nothing changed.
+
+- The curated corpus of tests/test_hostile_input.py, run against the container (TEST_API_URL),
+  with the container's items table digested around every test that expects a refusal.
+- What the issue lists and that corpus lacks: SQL injection in every string field and query
+  parameter, 10 MB bodies, chunked bodies, header floods, slow clients, path tricks in ids.
+- Schemathesis against the container's /openapi.json: every check, stateful links included,
+  at least 2,000 generated cases.
+
+Every refusal must be a 4xx problem+json, except for the few answers Granian gives itself before
+the app sees a request (the README names the 431), which carry an empty body: 431 (more than 100
+header fields, or headers larger than its buffer), 414 (request line too long) and 400 (a message
+that is not HTTP/1.1: NUL or spaces in the target, a bad Content-Length, an unknown transfer
+coding). The requests go to 127.0.0.1 only; every socket and request has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+import test_hostile_input as corpus  # its raw-socket helpers; its tests run in a subprocess below
+from reliability_support import (
+    ARTIFACTS,
+    PROBLEM,
+    ROOT,
+    KnownFailure,
+    Results,
+    known,
+    recording_session,
+    scaled,
+)
+
+pytestmark = pytest.mark.e2e
+
+T = 10  # seconds: the longest any single exchange may take
+MIB = 1024 * 1024
+TEN_MB = 10 * MIB
+GRANIAN_NATIVE = {400, 414, 431}  # Granian's own refusals: empty body, no problem document
+
+SQL_INJECTIONS = [
+    "' OR '1'='1",
+    "'; DROP TABLE items; --",
+    "1; DELETE FROM app.items",
+    '" OR ""="',
+    "') OR ('x'='x",
+    "1 UNION SELECT key::text FROM cursor_key --",
+    "'||pg_sleep(5)||'",
+    "$$; SELECT pg_sleep(5); $$",
+    "%' AND 1=0 UNION SELECT NULL --",
+    "\\'; TRUNCATE items; --",
+    "x' AND (SELECT count(*) FROM pg_authid) > 0 --",
+    "1e1' OR 1=1",
+    "_%",
+]
+QUERY_PARAMETERS = ["limit", "cursor", "sort", "min_price", "max_price", "min_quantity", "max_quantity"]
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+@pytest.fixture(scope="module")
+def tally() -> Counter:
+    """Responses of the additions, by status (and "timeout"/"connection" for no answer)."""
+    return Counter()
+
+
+@pytest.fixture(scope="module")
+def native() -> Counter:
+    """Granian's own refusals seen, by status."""
+    return Counter()
+
+
+@pytest.fixture(scope="module")
+def additions(results, tally, native, request):
+    nodeid = request.node.nodeid.split("::")[0] + "::test_additions_"
+    row = results.add({"scenario": "Hostile input: additions (SQLi, 10 MB, chunked, headers, "
+                                   "slow clients, path tricks)", "test": nodeid})
+    notes: dict[str, str] = {}
+    yield notes
+    row["requests"] = sum(tally.values())
+    row["statuses"] = {str(k): v for k, v in sorted(tally.items(), key=str) if isinstance(k, int)}
+    row["no_answer"] = {k: v for k, v in tally.items() if isinstance(k, str)}
+    row["details"] = {"Granian's own answers": ", ".join(f"{k}×{v}" for k, v in sorted(native.items())) or "none",
+                      **notes}
+    results.show(row)
+
+
+@pytest.fixture(scope="module")
+def api(stack, bodies, tally):
+    with recording_session(bodies, tally, stack.api_url) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def targets(api) -> list[dict]:
+    """Two items that path tricks aim at (a trick must neither read nor change them)."""
+    items = []
+    for n in (1, 2):
+        r = api.post("/items", json={"name": f"reltarget-{uuid.uuid4().hex}-{n}", "price": 3, "quantity": 7})
+        assert r.status_code == 201, r.text
+        items.append(r.json())
+    return items
+
+
+@pytest.fixture
+def unchanged(ops):
+    """Yields a name prefix; afterwards the items table must be as before, apart from rows created
+    during the test whose names start with that prefix (requests meant to be accepted)."""
+    prefix = f"relok-{uuid.uuid4().hex[:12]}-"
+    max_before = ops.psql.max_id()
+    before = ops.psql.digest()
+    yield prefix
+    after = ops.psql.digest(f"NOT (id > {max_before} AND starts_with(name, '{prefix}'))")
+    assert after == before, "a refused request changed the items table"
+
+
+class Exchange:
+    """One raw HTTP/1.1 exchange over a socket: exactly the bytes given go out."""
+
+    def __init__(self, stack, bodies, tally, native):
+        self.server = SimpleNamespace(url=stack.api_url)
+        self.host = f"127.0.0.1:{urlsplit(stack.api_url).port}"
+        self.bodies, self.tally, self.native = bodies, tally, native
+
+    def __call__(self, request: bytes | str, *, body_chunks=(), timeout: float = T):
+        data = request.encode() if isinstance(request, str) else request
+        data = data.replace(b"Host: HOST", b"Host: " + self.host.encode())
+        started = time.monotonic()
+        received = corpus.raw_exchange(self.server, data, body_chunks=body_chunks, timeout=timeout)
+        seconds = time.monotonic() - started
+        if not received:
+            self.tally["connection"] += 1
+            return None, {}, b"", seconds
+        status, headers, body = corpus.parse_raw(received)
+        self.tally[status] += 1
+        self.bodies.record(body, "a raw exchange")
+        return status, headers, body, seconds
+
+
+@pytest.fixture(scope="module")
+def raw(stack, bodies, tally, native) -> Exchange:
+    return Exchange(stack, bodies, tally, native)
+
+
+def refusal(status, headers, body, native: Counter, *, statuses=None, allow_native=True) -> str | None:
+    """None when the answer is a proper refusal; otherwise what is wrong with it."""
+    if status is None:
+        return "no answer (connection closed)"
+    if not 400 <= status < 500 or (statuses and status not in statuses and status not in GRANIAN_NATIVE):
+        return f"status {status}: {body[:200]!r}"
+    if headers.get("content-type", "").split(";")[0].strip() == PROBLEM:
+        problem = json.loads(body)
+        if not all(isinstance(problem.get(k), t) for k, t in
+                   (("type", str), ("title", str), ("status", int), ("detail", str))):
+            return f"incomplete problem {problem}"
+        if problem["status"] != status:
+            return f"problem status {problem['status']} != {status}"
+        return None if not statuses or status in statuses else f"status {status}, expected {statuses}"
+    if allow_native and status in GRANIAN_NATIVE and body == b"":
+        native[status] += 1
+        return None
+    return f"status {status} without problem+json: {headers} {body[:200]!r}"
+
+
+def response_refusal(response: requests.Response, *statuses: int) -> str | None:
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return refusal(response.status_code, headers, response.content, Counter(),
+                   statuses=set(statuses) or None, allow_native=False)
+
+
+def still_serves(api) -> None:
+    assert api.get("/health/live").status_code == 200
+    assert api.get("/items", params={"limit": 1}).status_code == 200
+
+
+# --------------------------------------------------------------------------- the reused corpus
+
+
+def test_curated_corpus_of_tests_hostile_input_against_the_container(stack, ops, bodies, row, tmp_path):
+    """tests/test_hostile_input.py with TEST_API_URL, plus a digest of the container's table."""
+    out, body_file = tmp_path / "plugin.json", tmp_path / "bodies.bin"
+    env = {**os.environ, "TEST_API_URL": stack.api_url,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+           "RELIABILITY_DOCKER": stack.docker.binary, "RELIABILITY_PG_CONTAINER": ops.container("postgres"),
+           "RELIABILITY_PLUGIN_OUT": str(out), "RELIABILITY_BODY_FILE": str(body_file)}
+    started = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_hostile_input.py", "-q", "-p", "no:cacheprovider",
+         "-p", "reliability_plugin"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    stats = json.loads(out.read_text()) if out.exists() else {}
+    if body_file.exists():
+        bodies.scan_file(body_file, "a response of the reused hostile corpus")
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    result = row("Hostile input: tests/test_hostile_input.py against the container",
+                 requests=stats.get("requests", 0), statuses=stats.get("statuses", {}),
+                 no_answer=stats.get("no_answer", {}),
+                 details={"pytest": last.strip("= "), "table digests compared": stats.get("checked", 0),
+                          "seconds": round(time.monotonic() - started, 1)})
+    Results.show(result)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert " passed" in last and "skipped" not in last and "failed" not in last, last
+    assert stats["checked"] >= 100, stats
+    assert not stats["changed"], f"rejected requests changed the container's table: {stats['changed']}"
+    assert not [s for s in stats["statuses"] if s.startswith("5")], stats["statuses"]
+
+
+# --------------------------------------------------------------------------- SQL injection
+
+
+def test_additions_sql_injection_is_stored_as_text_or_refused(api, ops, targets, unchanged, additions):
+    prefix, failures, accepted = unchanged, [], 0
+    target = targets[0]
+    for i, payload in enumerate(SQL_INJECTIONS):
+        # As data, in every string field: stored and returned byte for byte, nothing else runs.
+        name = f"{prefix}{i} {payload}"
+        started = time.monotonic()
+        r = api.post("/items", json={"name": name, "description": payload, "price": 1})
+        if r.status_code != 201 or (r.json()["name"], r.json()["description"]) != (name, payload):
+            failures.append(f"POST with {payload!r}: {r.status_code} {r.text[:200]}")
+            continue
+        item_id = r.json()["id"]
+        r = api.put(f"/items/{item_id}", json={"name": name + "'", "description": payload + "--", "price": 2})
+        if r.status_code != 200:
+            failures.append(f"PUT with {payload!r}: {r.status_code} {r.text[:200]}")
+        r = api.patch(f"/items/{item_id}", json={"name": name, "description": payload})
+        if r.status_code != 200:
+            failures.append(f"PATCH with {payload!r}: {r.status_code} {r.text[:200]}")
+        stored = ops.psql.json(f"SELECT jsonb_build_object('name', name, 'description', description, "
+                               f"'version', version)::text FROM app.items WHERE id = {item_id}")
+        if stored != {"name": name, "description": payload, "version": 3}:
+            failures.append(f"{payload!r} stored as {stored}")
+        # As a filter: a substring like any other, matching only names that contain it.
+        r = api.get("/items", params={"name_contains": payload, "limit": 100})
+        names = [it["name"] for it in r.json()["items"]] if r.status_code == 200 else None
+        if names is None or name not in names or any(payload.lower() not in n.lower() for n in names):
+            failures.append(f"name_contains={payload!r}: {r.status_code} {r.text[:200]}")
+        if time.monotonic() - started > 5:
+            failures.append(f"{payload!r} took {time.monotonic() - started:.1f} s (did a pg_sleep run?)")
+        accepted += 1
+
+        # Everywhere else it is malformed: refused, naming the parameter, changing nothing.
+        for param in QUERY_PARAMETERS:
+            r = api.get("/items", params={param: payload})
+            problem = response_refusal(r, 400)
+            if problem or {e["field"] for e in r.json().get("errors", [])} != {param}:
+                failures.append(f"{param}={payload!r}: {problem or r.text[:200]}")
+        r = api.get("/items", params={payload: "1"})
+        if problem := response_refusal(r, 400):
+            failures.append(f"parameter named {payload!r}: {problem}")
+        for method in ("GET", "PUT", "PATCH", "DELETE"):
+            r = api.request(method, "/items/" + quote(payload, safe=""),
+                            json={"name": f"{prefix}x", "price": 1} if method in ("PUT", "PATCH") else None)
+            if problem := response_refusal(r, 404):
+                failures.append(f"{method} /items/{payload!r}: {problem}")
+        for method in ("PUT", "PATCH", "DELETE"):
+            r = api.request(method, f"/items/{target['id']}", headers={"If-Match": payload},
+                            json={"name": target["name"], "price": 9} if method != "DELETE" else None)
+            if problem := response_refusal(r, 412):
+                failures.append(f"{method} with If-Match {payload!r}: {problem}")
+        for body, field in (({"name": payload, "price": payload}, {"price"}),
+                            ({"name": f"{prefix}y", "price": 1, payload: 1}, {payload}),
+                            ({"name": payload, "price": -1, "quantity": payload}, {"price", "quantity"})):
+            r = api.post("/items", json=body)
+            problem = response_refusal(r, 422)
+            if problem or {e["field"] for e in r.json().get("errors", [])} != field:
+                failures.append(f"POST {body}: {problem or r.text[:200]}")
+    additions["SQL injection payloads"] = f"{len(SQL_INJECTIONS)} (stored verbatim: {accepted})"
+    assert not failures, "\n".join(failures)
+    still_serves(api)
+
+
+# --------------------------------------------------------------------------- path tricks
+
+
+PATHS_NOT_FOUND = [
+    "/items/{id}/..", "/items/{id}/../{id}", "/items/../items/{id}", "/items/./{id}", "/./items/{id}",
+    "/items/{id}/", "/items/{id};x", "/items/..;/{id}", "/items/{id}%2F", "/items/{id}%2F..%2F{other}",
+    "/items/..%2F{id}", "/items/%2e%2e%2F{id}", "/items/%2e%2e/items/{id}", "/items//{id}", "/items/%2F{id}",
+    "/items/%252F{id}", "/items/{id}%5C..%5C{other}", "/items\\{id}", "/items/{id}%00",
+    "/items/%C0%AF{id}", "/items/{id}%23x", "/ITEMS/{id}", "/items/{id}%20", "/items/{id}%0d%0aX:1",
+    "/items/١٢", "/items/%D9%A1%D9%A2", "/items/１", "/items/%EF%BC%91", "/items/%C2%B9", "/items/%E2%91%A0",
+    "/items/%F0%9D%9F%8F", "/items/{id}e0", "/items/{id}.0", "/items/-{id}", "/items/+{id}", "/items/0x{id}",
+]
+# Not HTTP/1.1 at all: Granian refuses these itself (400, empty body) or the app says 404.
+PATHS_MALFORMED = ["/items/{id}\x00", "/items/{id} x", "/items/{id}\x7f", "/items/{id}\t"]
+# The same item under another spelling: allowed, as long as it is that item and nothing else.
+PATHS_SAME_ITEM = ["//items/{id}", "/%69tems/{id}", "/items/0{id}", "/items/%3{digit}{rest}"]
+
+
+def test_additions_path_tricks_in_ids_reach_nothing(raw, targets, unchanged, additions, native):
+    target, other = targets[0]["id"], targets[1]["id"]
+    failures, seen_same = [], []
+    body = json.dumps({"name": f"{unchanged}path", "price": 1}).encode()
+    for template in PATHS_NOT_FOUND + PATHS_MALFORMED:
+        path = template.format(id=target, other=other)
+        for method in ("GET", "PUT", "PATCH", "DELETE"):
+            head = f"{method} {path} HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n".encode()
+            if method in ("PUT", "PATCH"):
+                head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode()
+            request = head + b"\r\n" + (body if method in ("PUT", "PATCH") else b"")
+            status, headers, data, _ = raw(request)
+            expected = {404} if template in PATHS_NOT_FOUND else {400, 404}
+            if problem := refusal(status, headers, data, native, statuses=expected,
+                                  allow_native=template in PATHS_MALFORMED):
+                failures.append(f"{method} {path!r}: {problem}")
+    digits = str(target)
+    for template in PATHS_SAME_ITEM:
+        path = template.format(id=target, digit=digits[0], rest=digits[1:])
+        status, headers, data, _ = raw(f"GET {path} HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n".encode())
+        if status == 200 and json.loads(data)["id"] == target:
+            seen_same.append(f"`{template}` 200")
+        elif status in (301, 308) and urlsplit(headers.get("location", "")).path == f"/items/{target}":
+            seen_same.append(f"`{template}` {status} to /items/<id>")
+        elif problem := refusal(status, headers, data, native, statuses={404}):
+            failures.append(f"GET {path!r}: {problem}")
+    additions["path tricks"] = (f"{len(PATHS_NOT_FOUND + PATHS_MALFORMED)} paths × 4 methods; "
+                                f"same item under another spelling: {', '.join(seen_same) or 'none'}")
+    assert not failures, "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- 10 MB bodies
+
+
+def _big_item(prefix: str, size: int) -> bytes:
+    head = json.dumps({"name": f"{prefix}big", "price": 1})[:-1].encode() + b', "description": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def _send_oversized(api, method: str, path: str, body, content_type: str, failures: list, *, chunked=False):
+    """The server answers 413 before reading the body and closes; a client still sending may see
+    the close before the answer. Such a lost answer is retried (three at most)."""
+    for _ in range(3):
+        data = (body[i:i + 65536] for i in range(0, len(body), 65536)) if chunked else body
+        try:
+            # A connection of its own (see test_keepalive_after_a_413_to_a_chunked_body).
+            r = api.request(method, path, data=data, timeout=30,
+                            headers={"Content-Type": content_type, "Connection": "close"})
+        except requests.ConnectionError:
+            continue
+        if problem := response_refusal(r, 413):
+            failures.append(f"{method} {path} {'chunked' if chunked else 'Content-Length'}: {problem}")
+        return
+    failures.append(f"{method} {path}: no readable answer in three attempts")
+
+
+def test_additions_10_mb_bodies_are_413(api, raw, targets, unchanged, additions, native):
+    body, failures = _big_item(unchanged, TEN_MB), []
+    target = f"/items/{targets[0]['id']}"
+    for chunked in (False, True):
+        _send_oversized(api, "POST", "/items", body, "application/json", failures, chunked=chunked)
+        _send_oversized(api, "PUT", target, body, "application/json", failures, chunked=chunked)
+        _send_oversized(api, "PATCH", target, body, "application/merge-patch+json", failures, chunked=chunked)
+    # Only the headers: the answer must not wait for 10 MB that never come.
+    for path, method in (("/items", "POST"), (target, "PUT")):
+        status, headers, data, seconds = raw(
+            f"{method} {path} HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {TEN_MB}\r\nConnection: close\r\n\r\n", timeout=5)
+        if problem := refusal(status, headers, data, native, statuses={413}, allow_native=False):
+            failures.append(f"{method} declaring 10 MB: {problem}")
+        elif seconds > 5:
+            failures.append(f"{method} declaring 10 MB took {seconds:.1f} s")
+    additions["10 MB bodies"] = "POST/PUT/PATCH, Content-Length and chunked, and declared only"
+    assert not failures, "\n".join(failures)
+    still_serves(api)
+
+
+# --------------------------------------------------------------------------- chunked bodies
+
+
+def test_keepalive_after_a_413_to_a_chunked_body(stack, results, request):
+    """After refusing a chunked body it has not read, the server either announces that it closes the
+    connection or serves the next request on it: a keep-alive client (requests, browsers) reuses it
+    otherwise, and its next request gets no answer."""
+    port = urlsplit(stack.api_url).port
+    body = b'{"name": "x", "price": 1, "description": "' + b"x" * (2 * MIB) + b'"}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                      for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
+    row = results.add({"scenario": "Hostile input: keep-alive after a 413 to a 2 MiB chunked body",
+                       "test": request.node.nodeid, "requests": 2, "statuses": {}, "no_answer": {}})
+    with socket.create_connection(("127.0.0.1", port), timeout=T) as sock:
+        sock.sendall(b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sender = threading.Thread(target=lambda: _send_quietly(sock, chunks), daemon=True)
+        sender.start()
+        received = b""
+        while not re.search(rb"\r\n\r\n", received) or len(received.partition(b"\r\n\r\n")[2]) < int(
+                re.search(rb"(?i)content-length: (\d+)", received).group(1)):
+            data = sock.recv(65536)
+            assert data, "no answer to the oversized chunked body"
+            received += data
+        status, headers, body = corpus.parse_raw(received)
+        sender.join(T)
+        row["statuses"][str(status)] = 1
+        assert refusal(status, headers, body, Counter(), statuses={413}, allow_native=False) is None, status
+        announced = headers.get("connection", "").lower() == "close"
+        answer = b""
+        if not announced:  # a client reuses the connection: does the server serve on it?
+            try:
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = sock.recv(200)
+            except OSError:
+                pass
+            if answer:
+                row["statuses"][answer.split(b" ")[1].decode()] = 1
+            else:
+                row["no_answer"]["closed"] = 1
+        row["requests"] = 1 if announced else 2
+        row["details"] = {
+            "413 says Connection: close": "yes" if announced else "no",
+            "next request on the connection": ("not sent (announced close)" if announced else
+                                               answer.split(b"\r\n")[0].decode() if answer else "no answer (closed)"),
+        }
+        Results.show(row)
+    assert announced or answer.startswith(b"HTTP/1.1 200"), "the connection was closed without notice"
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the server may stop reading: allowed
+
+
+def test_additions_chunked_bodies(api, raw, ops, unchanged, additions, native):
+    prefix, failures = unchanged, []
+    post = ("POST /items HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n"
+            "Connection: close\r\nTransfer-Encoding: chunked\r\n")
+
+    def item(tag: str) -> bytes:
+        return json.dumps({"name": f"{prefix}{tag}", "price": 1, "quantity": 2}).encode()
+
+    one_byte = b"".join(b"1\r\n" + item("bytes")[i:i + 1] + b"\r\n" for i in range(len(item("bytes"))))
+    accepted = {
+        "one-byte chunks": (post + "\r\n").encode() + one_byte + b"0\r\n\r\n",
+        "chunk extensions": (post + "\r\n").encode() + b"%x;ext=1;q=\"a\"\r\n%s\r\n0;x=y\r\n\r\n" % (
+            len(item("ext")), item("ext")),
+        "trailer fields": (post + "\r\n").encode() + b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (
+            len(item("trailer")), item("trailer")),
+    }
+    for what, request in accepted.items():
+        status, _, data, _ = raw(request)
+        if status != 201:
+            failures.append(f"{what}: {status} {data[:200]!r}")
+    stored = int(ops.psql.query(f"SELECT count(*) FROM app.items WHERE starts_with(name, '{prefix}')"))
+    if stored != len(accepted):
+        failures.append(f"{stored} chunked items stored, expected {len(accepted)}")
+    refused = {
+        "invalid JSON": ((post + "\r\n").encode() + b"5\r\n{nope\r\n0\r\n\r\n", {400}, False),
+        "malformed chunk size": ((post + "\r\n").encode() + b"zz\r\n{}\r\n0\r\n\r\n", {400}, False),
+        "chunk size overflow": ((post + "\r\n").encode() + b"fffffffffffffffffff\r\n", {400}, False),
+        "chunk over 1 MiB": ((post + "\r\n").encode() + b"100001\r\n" + b" " * 0x100001 + b"\r\n0\r\n\r\n",
+                             {413}, False),
+        "no terminating chunk, then EOF": ((post + "\r\n").encode() + b"10\r\n{\"name\": \"trunc", {400}, False),
+        "Content-Length with chunked": ((post + "Content-Length: 3\r\n\r\n").encode() + b"2\r\n{}\r\n0\r\n\r\n",
+                                        {400, 422}, False),
+        "unknown transfer coding": (post.replace("chunked", "gzip").encode() + b"Content-Length: 2\r\n\r\n{}",
+                                    {400}, True),
+        "identity transfer coding": (post.replace("chunked", "identity").encode() + b"Content-Length: 2\r\n\r\n{}",
+                                     {400}, True),
+    }
+    for what, (request, statuses, may_be_native) in refused.items():
+        if what == "no terminating chunk, then EOF":
+            status, headers, data = _half_closed(raw, request)
+        else:
+            status, headers, data, _ = raw(request)
+        if problem := refusal(status, headers, data, native, statuses=statuses, allow_native=may_be_native):
+            failures.append(f"{what}: {problem}")
+    additions["chunked bodies"] = f"{len(accepted)} well-formed stored, {len(refused)} malformed refused"
+    assert not failures, "\n".join(failures)
+    still_serves(api)
+
+
+def _half_closed(raw: Exchange, request: bytes):
+    """Send a request, then close our sending side: the body ends where the bytes end."""
+    host, port = urlsplit(raw.server.url).hostname, urlsplit(raw.server.url).port
+    with socket.create_connection((host, port), timeout=T) as sock:
+        sock.sendall(request.replace(b"HOST", raw.host.encode()))
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not data:
+                break
+            received += data
+    if not received:
+        raw.tally["connection"] += 1
+        return None, {}, b""
+    status, headers, body = corpus.parse_raw(received)
+    raw.tally[status] += 1
+    return status, headers, body
+
+
+# --------------------------------------------------------------------------- header floods
+
+
+def test_additions_header_floods_are_refused(api, raw, additions, native):
+    failures = []
+
+    def get(headers: list[str], target: str = "/items?limit=1") -> tuple:
+        lines = "".join(h + "\r\n" for h in ["Host: HOST", "Connection: close", *headers])
+        return raw(f"GET {target} HTTP/1.1\r\n{lines}\r\n")
+
+    # Granian (hyper) reads at most 100 header fields; a request with more is 431.
+    status, _, data, _ = get([f"X-Junk-{i}: x" for i in range(98)])
+    if status != 200:
+        failures.append(f"100 header fields: {status} {data[:200]!r}")
+    for count in (99, 1_000, 5_000):
+        status, headers, data, seconds = get([f"X-Junk-{i}: x" for i in range(count)])
+        if problem := refusal(status, headers, data, native, statuses={431}):
+            failures.append(f"{count + 2} header fields: {problem}")
+        elif seconds > T:
+            failures.append(f"{count + 2} header fields took {seconds:.1f} s")
+    for what, headers, target in (
+        ("one header of 1 MiB", ["X-Big: " + "a" * MIB], "/items?limit=1"),
+        ("450 KiB of headers", [f"X-Junk-{i}: " + "b" * 5000 for i in range(90)], "/items?limit=1"),
+        ("a 100 KB request line", [], "/items?name_contains=" + "a" * 100_000),
+    ):
+        status, hdrs, data, _ = get(headers, target)
+        if problem := refusal(status, hdrs, data, native, statuses={414, 431}):
+            failures.append(f"{what}: {problem}")
+    additions["header floods"] = "100 fields served; 101, 1,002, 5,002 fields, 1 MiB, 450 KiB, 100 KB URL refused"
+    assert not failures, "\n".join(failures)
+    still_serves(api)
+
+
+# --------------------------------------------------------------------------- slow clients
+
+
+def test_additions_slow_header_clients_neither_block_others_nor_stay(stack, api, raw, additions):
+    """Many clients trickle their headers a byte at a time: others are served at once, and Granian
+    drops each trickler once its header-read timeout (10 s) has passed."""
+    host, port = "127.0.0.1", urlsplit(stack.api_url).port
+    clients = int(scaled(32))
+    request = b"GET /items?limit=1 HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 400
+    closed_after: list[float] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def trickle() -> None:
+        started = time.monotonic()
+        with socket.create_connection((host, port), timeout=2) as sock:
+            for byte in request:
+                if stop.wait(0.5):
+                    return
+                try:
+                    sock.sendall(bytes([byte]))
+                    sock.setblocking(False)
+                    try:
+                        answer = sock.recv(1024)  # b"" once the server has closed
+                    except BlockingIOError:
+                        answer = None
+                    sock.setblocking(True)
+                except OSError:
+                    answer = b""
+                if answer is not None:
+                    with lock:
+                        closed_after.append(time.monotonic() - started)
+                    return
+
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(clients)]
+    first = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        served, slowest, deadline = 0, 0.0, time.monotonic() + 4
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            assert api.get("/items", params={"limit": 1}, timeout=3).status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            served += 1
+            time.sleep(0.1)
+        # Bounded: 10 s of header-read timeout and a few seconds of grace, then we stop anyway.
+        for t in threads:
+            t.join(max(0.1, first + 16 - time.monotonic()))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(2)
+    additions["slow header clients"] = (f"{clients} trickling: others served in ≤ {slowest * 1000:.0f} ms; "
+                                        f"dropped by the server after {min(closed_after, default=0):.1f}–"
+                                        f"{max(closed_after, default=0):.1f} s")
+    assert slowest < 1.0, f"a request waited {slowest:.2f} s behind the slow clients"
+    assert served >= 10
+    assert len(closed_after) == clients, f"only {len(closed_after)} of {clients} slow clients were dropped"
+    assert max(closed_after) < 14, f"a slow client was kept {max(closed_after):.1f} s"
+
+
+@pytest.mark.xfail(strict=True, raises=(requests.Timeout, KnownFailure), reason=(
+    "known: a client that sends its headers and then stalls its body holds one of the "
+    "BLOCKING_THREADS (4) until it disconnects; as many stalled bodies as threads stop the API "
+    "for everyone (no body-read timeout in Granian's WSGI path). Reported; see docs/RELIABILITY.md"))
+def test_slow_request_bodies_do_not_hold_the_server(stack, ops, api, bodies, results, request, api_back):
+    threads = int(ops.setting("BLOCKING_THREADS", ops.setting("DB_POOL_MAX", "4")))
+    port = urlsplit(stack.api_url).port
+    result = results.add({"scenario": "Hostile input: slow request bodies (headers sent, body stalled)",
+                          "test": request.node.nodeid, "requests": threads + 1})
+    socks = []
+    try:
+        for _ in range(threads):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"name\": ")
+            socks.append(sock)
+        time.sleep(0.5)
+        started = time.monotonic()
+        try:
+            r = requests.get(stack.api_url + "/items", params={"limit": 1}, timeout=3)
+            bodies.record(r.content)
+            result["statuses"], result["no_answer"] = {str(r.status_code): 1}, {}
+        except requests.Timeout:
+            result["statuses"], result["no_answer"] = {}, {"timeout": 1}
+            raise
+        finally:
+            result["details"] = {
+                "stalled bodies": threads,
+                "another client's GET": f"waited {time.monotonic() - started:.1f} s (gave up at 3 s)",
+                "finding": (
+                    f"{threads} connections that send `POST /items` headers with `Content-Length: 1000` and "
+                    "9 bytes of body, then nothing, stop the API for every other client: a `GET "
+                    "/items?limit=1` gets no answer (nor does `/health/live`, so the container turns "
+                    "unhealthy, which Docker does not act on) until they disconnect; the server never times "
+                    "them out. Each holds one of the worker's BLOCKING_THREADS (= DB_POOL_MAX = 4) in a "
+                    "blocking read of `wsgi.input`; Granian has a header-read timeout but none for bodies. "
+                    "Expected: other clients served; the stalled request answered 408/400 or closed after a "
+                    "body-read deadline. The README documents this as a known limit, with its remedy: a "
+                    "reverse proxy that buffers request bodies with a timeout in front of the API (more "
+                    "blocking threads than pool connections would only raise the bar)."),
+            }
+            results.show(result)
+        known(r.status_code == 200, f"{r.status_code}")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture
+def api_back(ops):
+    """Afterwards the API serves again (its threads come back once the stalled clients are gone)."""
+    yield
+    ops.api_ok(30)
+
+
+# --------------------------------------------------------------------------- schemathesis
+
+
+def test_schemathesis_against_the_container(stack, bodies, row):
+    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    har = ARTIFACTS / "schemathesis.har.json"
+    har.unlink(missing_ok=True)
+    examples = int(scaled(220))
+    started = time.monotonic()
+    result = subprocess.run(
+        [st, "run", f"{stack.api_url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
+         "--seed", str(seed), "--generation-database", "none", "--request-timeout", "10", "--no-color",
+         "--report", "junit,har", "--report-dir", str(ARTIFACTS), "--report-har-path", str(har),
+         "--report-junit-path", str(ARTIFACTS / "schemathesis.junit.xml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,  # from the root: schemathesis.toml
+    )
+    summary = result.stdout[-6000:]
+    generated = int(m.group(1)) if (m := re.search(r"(\d+) generated", summary)) else 0
+    statuses: Counter = Counter()
+    if har.exists():
+        bodies.scan_file(har, "the schemathesis HAR (every request and response)")
+        statuses.update(str(e["response"]["status"]) for e in json.loads(har.read_text())["log"]["entries"])
+    links = re.search(r"API Links:\s+(\d+) covered", summary)
+    r = row("Hostile input: schemathesis, all checks and phases", requests=sum(statuses.values()),
+            statuses=dict(sorted(statuses.items())), no_answer={},
+            details={"generated cases": generated, "seed": seed, "max examples": examples,
+                     "stateful links covered": links.group(1) if links else "?",
+                     "seconds": round(time.monotonic() - started, 1)})
+    Results.show(r)
+    print(summary)
+    assert result.returncode == 0, f"schemathesis failed (seed {seed}):\n{summary}\n{result.stderr[-2000:]}"
+    assert generated >= 2000, f"only {generated} cases were generated"
+    assert re.search(r"✅ Stateful", summary), "the stateful phase did not run and pass"
+    assert links and int(links.group(1)) > 0, "no stateful link was covered"
+    assert not [s for s in statuses if s.startswith("5")], statuses

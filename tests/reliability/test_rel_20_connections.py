@@ -1,0 +1,109 @@
+"""256 concurrent keep-alive connections against the API under its prod limits (compose.prod.yaml).
+
+The API must not be OOM-killed or restarted, and PostgreSQL must never see more connections from
+the app role than the configured budget, WORKERS × DB_POOL_MAX: the pool, not the number of
+clients, bounds the database's load. `pg_stat_activity` is sampled all along (psql in the postgres
+container), and so is the container's memory (its cgroup, read from the host).
+
+Three requests in four are listings of 100 items (sorted by price), one in four a write. Load the
+pool cannot take may be shed as 503 problem+json with Retry-After; anything else is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from reliability_load import keepalive_load
+from reliability_support import Results, scaled
+
+pytestmark = pytest.mark.e2e
+
+CONNECTIONS = 256
+
+
+def _cgroup_memory_file(container_id: str) -> Path | None:
+    """Where the host keeps the container's current memory use (cgroup v2 or v1, either driver)."""
+    for path in (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
+                 f"/sys/fs/cgroup/docker/{container_id}/memory.current",
+                 f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
+                 f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope/memory.usage_in_bytes"):
+        if Path(path).exists():
+            return Path(path)
+    return None
+
+
+def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops, bodies, row):
+    api = ops.inspect("flask-api")
+    budget = int(ops.setting("WORKERS", "1")) * int(ops.setting("DB_POOL_MAX", "4"))
+    limit = api["HostConfig"]["Memory"]
+    assert limit > 0, "the API has no memory limit: run the prod stack (compose.prod.yaml)"
+    memory_file = _cgroup_memory_file(api["Id"])
+    port = urlsplit(stack.api_url).port
+    prefix = f"relconn-{uuid.uuid4().hex[:10]}-"
+    host = f"127.0.0.1:{port}"
+    listing = (f"GET /items?limit=100&sort=-price HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+
+    def make_request(index: int, n: int) -> bytes:
+        if n % 4:
+            return listing
+        body = json.dumps({"name": f"{prefix}{index}-{n}", "price": 1.5, "quantity": n}).encode()
+        return (f"POST /items HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    samples: list[int] = []
+    memory: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            samples.append(int(ops.psql.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'", timeout=10)))
+            if memory_file is not None:
+                memory.append(int(memory_file.read_text()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        seconds = scaled(10)
+        report = keepalive_load("127.0.0.1", port, connections=CONNECTIONS, seconds=seconds,
+                                make_request=make_request, bodies=bodies, timeout=15)
+    finally:
+        stop.set()
+        sampler.join(15)
+    after = ops.inspect("flask-api")
+    health = ops.api_ok(30)
+    assert health
+
+    statuses = {str(k): v for k, v in sorted(report.statuses.items())}
+    result = row(
+        f"{CONNECTIONS} keep-alive connections under the prod memory limit", requests=report.requests,
+        statuses=statuses, no_answer=dict(report.no_answer),
+        recovery="no restart needed",
+        details={
+            "seconds": round(seconds, 1),
+            "connections open at once": report.max_open,
+            "latency p50 / p99": f"{report.percentile(50) * 1000:.0f} / {report.percentile(99) * 1000:.0f} ms",
+            "app connections in pg_stat_activity": f"max {max(samples, default=0)} of budget {budget} "
+                                                   f"({len(samples)} samples)",
+            "API memory": (f"max {max(memory) / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB (cgroup, with page cache)"
+                           if memory else f"limit {limit / 2**20:.0f} MiB (cgroup not readable here)"),
+            "OOM-killed": after["State"]["OOMKilled"],
+            "API restarts": after["RestartCount"] - api["RestartCount"],
+        },
+    )
+    Results.show(result)
+
+    assert not after["State"]["OOMKilled"], "the API was OOM-killed"
+    assert after["RestartCount"] == api["RestartCount"] and after["State"]["StartedAt"] == api["State"]["StartedAt"]
+    assert len(samples) >= 5, "too few pg_stat_activity samples"
+    assert max(samples) <= budget, f"{max(samples)} app connections, budget {budget}"
+    assert report.max_open == CONNECTIONS, f"only {report.max_open} connections were open at once"
+    assert set(report.statuses) <= {200, 201, 503}, statuses
+    assert report.bad_503 == 0, "a 503 without problem+json and Retry-After"
+    assert not report.no_answer.get("timeout"), f"{report.no_answer['timeout']} requests timed out"
+    assert report.statuses[200] > 0 and report.statuses[201] > 0
