@@ -19,10 +19,17 @@ from support import Api, Database, RemoteServer, Server, run_cli, start_database
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests under tests/e2e are container tests; they carry the e2e marker."""
+    """Tests under tests/e2e are container tests; they carry the e2e marker.
+
+    The Swarm tests run last: `docker swarm init` and `leave` disturb the
+    engine's networking for Compose networks that already exist (containers
+    recreated on them afterwards were seen failing to reach their peers), and
+    the other container suites keep their stacks up for the whole session.
+    """
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.fspath.basename == "test_swarm.py")
 
 
 @pytest.fixture(scope="session")

@@ -43,10 +43,14 @@ def failures(report: dict) -> set[tuple[str, str]]:
 def compose_up(stack, service: str, override: Path | None = None) -> None:
     """`up --wait` one service with the fixture's files (plus an override); never rebuilds."""
     files = [*FILES, *([str(override)] if override else [])]
-    stack.docker("compose", "--env-file", str(stack.env_file), "-p", stack.project,
-                 *[a for f in files for a in ("-f", f)],
-                 "up", "--detach", "--no-build", "--wait", "--wait-timeout", "240", service,
-                 timeout=300, env=stack.env)
+    compose = ["compose", "--env-file", str(stack.env_file), "-p", stack.project,
+               *[a for f in files for a in ("-f", f)]]
+    up = [*compose, "up", "--detach", "--no-build", "--wait", "--wait-timeout", "240", service]
+    if stack.docker(*up, check=False, timeout=300, env=stack.env).returncode != 0:
+        # Seen once per full CI run, never alone: keep the evidence, then try once more.
+        logs = stack.docker(*compose, "logs", "--tail", "40", service, check=False, env=stack.env)
+        print(f"`up` of {service} failed; its last log lines:\n{logs.stdout}{logs.stderr}")
+        stack.docker(*up, timeout=300, env=stack.env)
     wait_api_ok(stack)
 
 
