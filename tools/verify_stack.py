@@ -846,15 +846,25 @@ def chaos_stop_db(api: Target, db: Target) -> Finding:
     recovered = poll(lambda: api_health_status(api) == 200, CHAOS_HEALTH_BOUND)
     fresh_health(api)
     after = (api.attrs["State"]["StartedAt"], api.attrs["RestartCount"])
-    if not saw_503:
-        f.detail = f"/health did not turn 503 within {CHAOS_HEALTH_BOUND:.0f}s of stopping PostgreSQL"
-    elif not recovered:
-        f.detail = f"/health not back to 200 within {CHAOS_HEALTH_BOUND:.0f}s of PostgreSQL's restart"
-    elif after != before:
-        f.detail = "the API restarted during the outage"
-    else:
-        f.result, f.detail = PASS, "/health 503 while stopped, 200 after restart, API not restarted"
+    f.result, f.detail = outage_verdict(
+        saw_503, recovered, CHAOS_HEALTH_BOUND, after != before,
+        "the API restarted during the outage",
+        "/health 503 while stopped, 200 after restart, API not restarted",
+    )
     return f
+
+
+def outage_verdict(
+    saw_503: bool, recovered: bool, recovery_bound: float, restarted: bool, restarted_detail: str, ok_detail: str
+) -> tuple[str, str]:
+    """The result of a PostgreSQL outage drill: 503 while down, 200 after, and no API restart."""
+    if not saw_503:
+        return FAIL, f"/health did not turn 503 within {CHAOS_HEALTH_BOUND:.0f}s of stopping PostgreSQL"
+    if not recovered:
+        return FAIL, f"/health not back to 200 within {recovery_bound:.0f}s of PostgreSQL's restart"
+    if restarted:
+        return FAIL, restarted_detail
+    return PASS, ok_detail
 
 
 def chaos(targets: dict[str, Target], out=sys.stderr) -> list[Finding]:
@@ -1475,15 +1485,11 @@ def swarm_chaos(client, stack: str, targets: dict[str, SwarmTarget], out=sys.std
     saw_503 = poll(lambda: api_health_status(api) == 503, CHAOS_HEALTH_BOUND)
     recovered = poll(lambda: api_health_status(api) == 200, 2 * CHAOS_HEALTH_BOUND)
     after = {x["ID"] for x in running_tasks(load_swarm(client, stack)[API].tasks)}
-    if not saw_503:
-        outage.detail = f"/health did not turn 503 within {CHAOS_HEALTH_BOUND:.0f}s of stopping PostgreSQL"
-    elif not recovered:
-        outage.detail = f"/health not back to 200 within {2 * CHAOS_HEALTH_BOUND:.0f}s"
-    elif after != before:
-        outage.detail = "API tasks were replaced during the outage"
-    else:
-        outage.result = PASS
-        outage.detail = "/health 503 while stopped, 200 after Swarm restarted it, no API task replaced"
+    outage.result, outage.detail = outage_verdict(
+        saw_503, recovered, 2 * CHAOS_HEALTH_BOUND, after != before,
+        "API tasks were replaced during the outage",
+        "/health 503 while stopped, 200 after Swarm restarted it, no API task replaced",
+    )
     return [kill, outage]
 
 
