@@ -208,6 +208,14 @@ def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: s
     import requests
 
     class Session(requests.Session):
+        def __init__(self):
+            super().__init__()
+            # A kept-alive connection the server has just closed fails the next request sent on
+            # it; urllib3 may resend idempotent requests (GET, PUT, DELETE...) once on a fresh
+            # connection, never POST or PATCH. (Seen once in a full CI run, on a GET.)
+            retry = requests.adapters.Retry(total=1, connect=0, read=1, status=0, redirect=0)
+            self.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
+
         def request(self, method, url, *args, **kwargs):  # type: ignore[override]
             kwargs.setdefault("timeout", 10)
             return super().request(method, base + url if url.startswith("/") else url, *args, **kwargs)
