@@ -8,10 +8,9 @@ traceback or a secret.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from .config import Config, ConfigError, port_from_env
+from .config import Config, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "healthcheck":
         # Only the port matters here; the check must not need the database settings.
-        from .health import probe
+        from .healthcheck import main as healthcheck
 
-        try:
-            port = port_from_env(os.environ)
-        except ConfigError as e:
-            print(f"configuration error: {e}", file=sys.stderr)
-            return 2
-        return 0 if probe(port) else 1
+        return healthcheck()
 
     try:
         config = Config.from_env()

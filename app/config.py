@@ -72,17 +72,12 @@ class Config:
             log_level=log_level,
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024, high=2**31),
             host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
-            port=port_from_env(env),
+            port=_integer(env, "PORT", 5000, low=1, high=65535),
             workers=_integer(env, "WORKERS", 1, low=1, high=64),
             blocking_threads=(
                 _integer(env, "BLOCKING_THREADS", 0, low=1, high=1024) if blocking else None
             ),
         )
-
-
-def port_from_env(env: Mapping[str, str]) -> int:
-    """The listening port alone: the container health check needs nothing else."""
-    return _integer(env, "PORT", 5000, low=1, high=65535)
 
 
 def _database_url(env: Mapping[str, str]) -> tuple[str, str | None]:

@@ -9,7 +9,6 @@ two seconds.
 from __future__ import annotations
 
 import logging
-import urllib.request
 
 from flask import Blueprint, Response, current_app, json
 
@@ -48,11 +47,3 @@ def health() -> Response:
 def live() -> Response:
     return Response(json.dumps({"status": "ok"}), 200, mimetype="application/json")
 
-
-def probe(port: int, timeout: float = 2.0) -> bool:
-    """True when the local server answers 200 on /health/live (the container HEALTHCHECK)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=timeout) as r:
-            return r.status == 200
-    except OSError:
-        return False

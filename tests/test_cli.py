@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-from support import run_cli
+from support import ROOT, run_cli
 
 SECRET = "Sup3r-Secret-Value"
 
@@ -78,6 +80,19 @@ def test_password_file_wins_over_password_in_url(migrated, tmp_path):
 
 def test_healthcheck_exits_0_when_the_server_answers(server):
     assert run_cli("healthcheck", env=bare_env(PORT=str(server.port))).returncode == 0
+
+
+def test_healthcheck_script_runs_on_the_standard_library_alone(server):
+    # The image runs it so (-I -S: no site-packages): it must never import the app.
+    result = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "app/healthcheck.py")],
+                            env=bare_env(PORT=str(server.port)), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_healthcheck_exits_2_for_a_port_that_is_no_port():
+    result = run_cli("healthcheck", env=bare_env(PORT="70000"))
+    assert result.returncode == 2
+    assert "PORT" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_healthcheck_exits_1_when_nothing_answers():

@@ -6,6 +6,10 @@ import json
 import time
 import uuid
 
+import requests
+
+from support import Server
+
 
 def request_lines(server, request_id: str) -> list[dict]:
     for _ in range(50):
@@ -44,3 +48,17 @@ def test_request_bodies_and_passwords_never_reach_the_log(api, server, migrated)
     log = server.log_path.read_text()
     assert marker not in log
     assert migrated.password not in log
+
+
+def test_a_stopped_server_has_written_the_line_of_every_request_it_answered(migrated, tmp_path):
+    server = Server(migrated.env(tmp_path), tmp_path / "server.log")
+    request_id = f"stop-{uuid.uuid4().hex}"
+    try:
+        with requests.Session() as session:
+            for _ in range(200):
+                session.get(server.url + "/health/live", headers={"X-Request-ID": request_id})
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+    assert sum(line.get("request_id") == request_id for line in lines) == 200
+

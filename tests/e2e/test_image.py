@@ -91,7 +91,7 @@ def test_oci_labels_come_from_build_arguments(docker, image: str) -> None:
 def test_healthcheck_entrypoint_and_stop_signal_are_exec_form(docker, image: str) -> None:
     config = docker.inspect(image)["Config"]
     assert config["Healthcheck"]["Test"][0] == "CMD"  # CMD-SHELL would need a shell
-    assert config["Healthcheck"]["Test"][1:] == ["/opt/venv/bin/python", "-m", "app", "healthcheck"]
+    assert config["Healthcheck"]["Test"][1:] == ["/opt/venv/bin/python", "-I", "-S", "/app/app/healthcheck.py"]
     assert config["Entrypoint"] == ["/app/entrypoint.sh"]
     assert config.get("Cmd") in (None, [])
     assert config["StopSignal"] == "SIGTERM"
