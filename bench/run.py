@@ -659,6 +659,8 @@ class Bench:
         if not m:
             raise RuntimeError(f"no result from wrk:\n{r.stdout}\n{r.stderr}")
         data = json.loads(m.group(1))
+        if not data["requests"]:  # seen once: a peer that answered nothing for a whole run, no error either
+            raise RuntimeError(f"wrk completed no request in {duration} s:\n{r.stdout[-1500:]}")
         seconds = data["duration_us"] / 1e6
         errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
         n = max(1, data["requests"])
@@ -1053,7 +1055,8 @@ def analyse(results: dict) -> dict:
         sel = [r for r in runs if r["candidate"] == key and r["scenario"] == scenario and r["connections"] == c]
         errors = sum(r.get("errors", 0) for r in sel)
         return {"median": median(values), "min": min(values) if values else float("nan"),
-                "max": max(values) if values else float("nan"), "n": len(values), "errors": errors,
+                "max": max(values) if values else float("nan"), "n": len(values), "runs": len(sel),
+                "errors": errors,
                 "cpu_us": median([r["cpu_us"] for r in sel if "cpu_us" in r]),
                 "pg_cpu_us": median([r["pg_cpu_us"] for r in sel if "pg_cpu_us" in r])}
 
@@ -1180,7 +1183,10 @@ def markdown(results: dict, a: dict) -> str:
     ]
 
     def cell(d: dict) -> str:
-        return f"{f0(d['median'])} ({f0(d['min'])}–{f0(d['max'])})" + (f", {d['errors']} err" if d["errors"] else "")
+        failed = d["runs"] - d["n"]
+        return (f"{f0(d['median'])} ({f0(d['min'])}–{f0(d['max'])})"
+                + (f", {d['errors']} err" if d["errors"] else "")
+                + (f", {failed} failed run{'s' * (failed > 1)}" if failed else ""))
 
     for scn in SCENARIOS:
         t = {"get": TARGETS["get_vs_flask"], "mix": TARGETS["mix_vs_flask"]}.get(scn)
@@ -1361,19 +1367,32 @@ def print_summary(a: dict) -> None:
         print(f"  [{'met   ' if c['met'] else 'MISSED'}] {c['target']}: {vs} (goal {c['detail']})")
 
 
-def update_readme(md: str) -> None:
-    """Put the latest full-run table into bench/README.md, between its markers."""
-    readme = BENCH / "README.md"
-    if not readme.exists():
+def _between_markers(path: Path, name: str, body: str) -> None:
+    """Replace what sits between `<!-- name:start -->` and `<!-- name:end -->` in `path`."""
+    if not path.exists():
         return
-    text = readme.read_text()
-    start, end = "<!-- latest-results:start -->", "<!-- latest-results:end -->"
+    text = path.read_text()
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
         return
+    path.write_text(text.split(start)[0] + start + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1])
+
+
+def _section(md: str, title: str) -> str:
+    """One `## title` section of the report, without its heading."""
+    match = re.search(rf"^## {re.escape(title)}.*?\n(.*?)(?=^## |\Z)", md, flags=re.MULTILINE | re.DOTALL)
+    return match.group(1).strip() if match else ""
+
+
+def update_readme(md: str) -> None:
+    """Put the latest full run into bench/README.md (whole) and README.md (throughput and targets)."""
     body = md.split("\n", 1)[1].replace("](latest.png)", "](results/latest.png)")
-    body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
-    new = text.split(start)[0] + start + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1]
-    readme.write_text(new)
+    _between_markers(BENCH / "README.md", "latest-results", re.sub(r"^## ", "### ", body, flags=re.MULTILINE))
+    run_line = md.splitlines()[2] if len(md.splitlines()) > 2 else ""
+    summary = (f"{run_line}\n\nThroughput, requests per second (wrk, 32 connections, median and min–max of the "
+               f"alternating runs):\n\n{_section(md, 'Throughput')}\n\nEvery target of the issue, from the same "
+               f"run:\n\n{_section(md, 'Targets')}").replace("](latest.png)", "](bench/results/latest.png)")
+    _between_markers(BENCH.parent / "README.md", "bench-summary", summary)
 
 
 def write_outputs(results: dict, out: Path, want_chart: bool, readme: bool) -> dict:
