@@ -13,7 +13,7 @@ import logging
 import select
 
 from psycopg import Connection
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .config import Config
 
@@ -24,6 +24,8 @@ APPLICATION_NAME = "items-api"
 # finds no connection starts a fresh attempt at once. Kept short so that the
 # pool's exponential back-off never makes recovery wait long after an outage.
 RECONNECT_TIMEOUT = 4.0
+# Seconds a caller waits for a connection while PostgreSQL is known to be away.
+AWAY_TIMEOUT = 0.25
 
 
 def connection_kwargs(config: Config) -> dict:
@@ -61,9 +63,46 @@ def reconnect_failed(pool: ConnectionPool) -> None:
     log.warning("pool could not reconnect for %.0f s; retrying on demand", RECONNECT_TIMEOUT)
 
 
-def create_pool(config: Config) -> ConnectionPool:
+class Pool(ConnectionPool):
+    """A ConnectionPool that stops making callers wait once PostgreSQL is known to be away.
+
+    While the database is unreachable, each request would hold one of
+    Granian's few blocking threads for the whole pool timeout, and the
+    requests behind it would queue in Granian, where no timeout applies: with
+    more clients than threads, refusals came after several pool timeouts.
+    So once a caller has timed out while connection attempts were failing,
+    later callers wait only AWAY_TIMEOUT, and the first one to get a
+    connection ends that. Asking still makes the pool try PostgreSQL again,
+    so recovery is as quick as before.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._away = False
+        self._errors_seen = 0
+
+    def getconn(self, timeout: float | None = None) -> Connection:
+        away = self._away
+        try:
+            conn = super().getconn(min(timeout or self.timeout, AWAY_TIMEOUT) if away else timeout)
+        except PoolTimeout:
+            # Failed connection attempts since the last timeout: an outage, not a busy pool.
+            errors = self.get_stats().get("connections_errors", 0)
+            if errors > self._errors_seen and not self._away:
+                self._away = True
+                log.warning("database unreachable: waiting at most %.2f s for a connection "
+                            "until one succeeds", AWAY_TIMEOUT)
+            self._errors_seen = errors
+            raise
+        if away:
+            self._away = False
+            log.info("database reachable again", extra={"event": "pool.back"})
+        return conn
+
+
+def create_pool(config: Config) -> Pool:
     """Open the pool and wait for it, so that bad credentials fail at start-up."""
-    pool = ConnectionPool(
+    pool = Pool(
         config.conninfo,
         kwargs=connection_kwargs(config),
         min_size=config.pool_min,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
-from support import Database, Server, run_cli
 from pgcluster import Cluster
+from support import Database, Server, run_cli
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).
 POOL_TIMEOUT = 2.0
@@ -100,3 +100,26 @@ def test_killed_database_gives_fast_503s_then_recovers_without_restart(own_stack
     wait_for(server.url + "/health/ready", 200, within=5)
     assert requests.get(server.url + "/items", timeout=5).status_code == 200
     assert server.process.poll() is None
+
+
+def test_more_clients_than_threads_each_get_a_503_within_the_pool_timeout(own_stack):
+    # 16 clients, 4 blocking threads: without failing fast, requests queued behind
+    # threads that each wait out the pool timeout would be answered several timeouts late.
+    cluster, server = own_stack
+    assert requests.get(server.url + "/items/1", timeout=5).status_code in (200, 404)
+    cluster.stop()
+
+    def timed_get(_: int) -> tuple[int, float]:
+        start = time.monotonic()
+        status = requests.get(server.url + "/items/1", timeout=60).status_code
+        return status, time.monotonic() - start
+
+    with ThreadPoolExecutor(16) as clients:
+        answers = list(clients.map(timed_get, range(64)))
+    assert {status for status, _ in answers} == {503}
+    slowest = max(seconds for _, seconds in answers)
+    assert slowest < POOL_TIMEOUT + 1.5, f"a 503 took {slowest:.1f} s"
+
+    cluster.start()
+    wait_for(server.url + "/health/ready", 200, within=5)
+    assert requests.get(server.url + "/items/1", timeout=5).status_code in (200, 404)
