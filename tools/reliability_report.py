@@ -63,8 +63,8 @@ SCENARIOS = """\
   most 5 s, every write sent later must succeed, and the API must not have restarted (same
   `StartedAt` and `RestartCount`). Then every acknowledged item must be in the table, and every
   stored item the clients sent must be complete (all fields as sent, version 1), whether its
-  POST was acknowledged, refused or never answered. Two more runs show where this stops being
-  true today (known failures): a 20 s outage, and 16 clients instead of 4.
+  POST was acknowledged, refused or never answered. Two more runs hold the same promises
+  further out: a 20 s outage, and 16 clients instead of 4.
 - **API SIGKILLed.** The same load; the API container's main process is SIGKILLed from the host
   (`docker kill` would count as a manual stop and the restart policy would not act). The
   restart policy must bring it back healthy (`RestartCount` + 1); clients may see connection
