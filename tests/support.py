@@ -7,6 +7,7 @@ Kept out of conftest.py so that test modules can import them by name
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -139,3 +140,18 @@ def table_snapshot(db: Database) -> str:
         " ',' ORDER BY id)), '') FROM app.items;"
         " SELECT count(*) FROM app.cursor_key;"
     )
+
+
+def docker_binary() -> str | None:
+    """The docker client: $DOCKER, PATH, or where .ci/engine.sh puts it."""
+    engine_client = Path("/opt/docker-engine/usr/bin/docker")
+    return os.environ.get("DOCKER") or shutil.which("docker") or (
+        str(engine_client) if engine_client.exists() else None
+    )
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail under CI=true: CI must run the tests that need an engine."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)

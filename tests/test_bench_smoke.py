@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import docker_binary, unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -27,28 +28,17 @@ CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
 
 
-def _docker() -> str | None:
-    engine_client = Path("/opt/docker-engine/usr/bin/docker")
-    return os.environ.get("DOCKER") or shutil.which("docker") or (
-        str(engine_client) if engine_client.exists() else None
-    )
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    docker = _docker()
+    docker = docker_binary()
     if not docker:
-        _unavailable("no docker client found")
+        unavailable("no docker client found")
     if subprocess.run([docker, "info"], capture_output=True, timeout=60, check=False).returncode != 0:
-        _unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
+        unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
     if not shutil.which("wrk") and os.geteuid() != 0:
-        _unavailable("wrk is missing and only root may install it")
+        unavailable("wrk is missing and only root may install it")
     out = tmp_path_factory.mktemp("bench-smoke")
     env = {**os.environ, "PATH": f"{Path(docker).parent}:{os.environ.get('PATH', '')}"}
     r = subprocess.run(

@@ -144,11 +144,16 @@ class Target:
             raise ConnectionError("no published port")
         host, number = port
         url = f"http://{host}:{number}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
-                return r.status, r.read(4096).decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read(4096).decode("utf-8", "replace")
+        return get_url(url)
+
+
+def get_url(url: str) -> tuple[int, str]:
+    """GET `url`; (status, the start of the body), error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
+            return r.status, r.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(4096).decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1105,11 +1110,7 @@ class SwarmTarget(Target):
         host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         url = f"http://{host}:{ports[0]['PublishedPort']}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
-                return r.status, r.read(4096).decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read(4096).decode("utf-8", "replace")
+        return get_url(url)
 
 
 def check_swarm_running(t: SwarmTarget) -> tuple[str, str]:

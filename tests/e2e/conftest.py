@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import docker_binary, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,20 +33,6 @@ API_IMAGE = "items-api:local"  # the tag compose.yaml builds
 BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:9.18")
 SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def _docker_binary() -> str | None:
-    engine_client = Path("/opt/docker-engine/usr/bin/docker")  # where .ci/engine.sh puts it
-    return os.environ.get("DOCKER") or shutil.which("docker") or (
-        str(engine_client) if engine_client.exists() else None
-    )
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail under CI=true: CI must run these tests."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -77,7 +63,7 @@ class Docker:
 @pytest.fixture(scope="session")
 def docker() -> Docker:
     """A docker client and an engine that answers, with the plugins and base images the stack needs."""
-    binary = _docker_binary()
+    binary = docker_binary()
     if not binary:
         unavailable("no docker client found (PATH, $DOCKER or /opt/docker-engine)")
     d = Docker(binary)

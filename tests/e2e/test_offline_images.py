@@ -17,7 +17,6 @@ import gzip
 import http.cookiejar
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -58,27 +58,21 @@ def docker(*args: str, check: bool = True, timeout: float = 120, input: str | No
     return r
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def engine_and_images():
     """An engine must answer and the stand-ins must be built; remove leftovers of this run at the end."""
     if not shutil.which(DOCKER):
-        _unavailable("no docker client on PATH")
+        unavailable("no docker client on PATH")
     try:
         alive = docker("info", check=False, timeout=30).returncode == 0
     except subprocess.TimeoutExpired:
         alive = False
     if not alive:
-        _unavailable("no Docker engine answers (run `bash .ci/engine.sh`)")
+        unavailable("no Docker engine answers (run `bash .ci/engine.sh`)")
     missing = [img for img in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE)
                if docker("image", "inspect", img, check=False).returncode != 0]
     if missing:
-        _unavailable(f"images not built: {missing} (run `python3 tools/offline_images.py`)")
+        unavailable(f"images not built: {missing} (run `python3 tools/offline_images.py`)")
     yield
     # Safety net for anything a test's own finalizer did not get to.
     ids = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}", check=False).stdout.split()
