@@ -155,3 +155,49 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# What HTTP itself puts in an answer; an OpenAPI document describes the other headers.
+_FRAMING_HEADERS = {"content-type", "content-length", "date", "server", "connection", "transfer-encoding",
+                    "keep-alive"}
+
+
+def undocumented(document: dict[str, Any], method: str, path: str, response: requests.Response) -> list[str]:
+    """What in an answer of the server the OpenAPI document does not say, for the operation
+    `method` on the path template `path`: its status, its media type (or a body where the
+    document gives none)."""
+    operation = document["paths"][path][method.lower()]
+    where = f"{method} {path} -> {response.status_code}"
+    documented = operation["responses"].get(str(response.status_code))
+    if documented is None:
+        return [f"{where}: status not documented (documented: {sorted(operation['responses'])})"]
+    found = []
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    content = documented.get("content", {})
+    if content and media_type not in content:
+        found.append(f"{where}: {media_type or 'no'} content, documented {sorted(content)}")
+    if not content and response.content:
+        found.append(f"{where}: a body ({media_type}), documented none")
+    return found
+
+
+def undocumented_headers(document: dict[str, Any], method: str, path: str, response: requests.Response) -> list[str]:
+    """The headers of an answer (HTTP's own aside) that the document does not list for its
+    status, and those it marks required that the answer lacks."""
+    where = f"{method} {path} -> {response.status_code}"
+    documented = document["paths"][path][method.lower()]["responses"].get(str(response.status_code), {})
+    headers = {name.lower(): spec for name, spec in documented.get("headers", {}).items()}
+    found = [f"{where}: header {name} not documented" for name in response.headers
+             if name.lower() not in headers and name.lower() not in _FRAMING_HEADERS]
+    return found + [f"{where}: no {name} header, documented as required" for name, spec in headers.items()
+                    if _resolve(document, spec).get("required") and name not in response.headers]
+
+
+def _resolve(document: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI object, or the one its local $ref (#/components/...) names."""
+    if "$ref" not in obj:
+        return obj
+    target: Any = document
+    for part in obj["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return target

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from pgcluster import Cluster
-from support import Database, Server, run_cli
+from support import Database, Server, run_cli, undocumented, undocumented_headers
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).
 POOL_TIMEOUT = 2.0
@@ -123,3 +123,22 @@ def test_more_clients_than_threads_each_get_a_503_within_the_pool_timeout(own_st
     cluster.start()
     wait_for(server.url + "/health/ready", 200, within=5)
     assert requests.get(server.url + "/items/1", timeout=5).status_code in (200, 404)
+
+
+def test_the_503s_of_a_stopped_database_are_the_documented_ones(own_stack):
+    # Every operation that needs the database answers 503 while it is away, as the OpenAPI
+    # document says: the status, its media type and its headers (Retry-After).
+    cluster, server = own_stack
+    document = requests.get(server.url + "/openapi.json", timeout=5).json()
+    item = requests.post(server.url + "/items", json={"name": "documented", "price": 1}, timeout=5).json()
+    cluster.stop()
+    found = []
+    for method, url, body in (("GET", "/health", None), ("GET", "/health/ready", None), ("GET", "/items", None),
+                              ("POST", "/items", {"name": "away", "price": 1}), ("GET", f"/items/{item['id']}", None),
+                              ("PUT", f"/items/{item['id']}", {"name": "away", "price": 1}),
+                              ("PATCH", f"/items/{item['id']}", {"price": 2}), ("DELETE", f"/items/{item['id']}", None)):
+        response = requests.request(method, server.url + url, json=body, timeout=30)
+        assert response.status_code == 503, (method, url, response.status_code)
+        path = "/items/{item_id}" if url.startswith("/items/") else url
+        found += undocumented(document, method, path, response) + undocumented_headers(document, method, path, response)
+    assert not found, "\n".join(found)

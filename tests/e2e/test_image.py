@@ -2,8 +2,10 @@
 
 The image is built once here (BuildKit, tag items-api:e2e) with labels from build arguments and
 an `extra_ca` build secret: the CA bundle pip needs on this network plus a random canary line,
-which must show up nowhere in the image. (When BuildKit finds the pip step in its cache the
-secret is not mounted at all; the checks then still prove the image holds no trace of it.)
+which must show up nowhere in the image. The builder stage is built without BuildKit's cache
+(`--no-cache-filter build`): a pip step found in the cache would run without the secret, and the
+canary could then not show up anywhere whatever the Dockerfile did with it. The build log shows
+that the step ran.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,18 +36,29 @@ FORBIDDEN = re.compile(
 )
 
 
+@dataclass
+class Build:
+    tag: str
+    log: str  # BuildKit's plain progress output
+
+
 @pytest.fixture(scope="module")
-def image(docker, ca_bundle: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def build(docker, ca_bundle: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     ca = tmp_path_factory.mktemp("image") / "extra_ca.pem"
     ca.write_text((ca_bundle.read_text() if ca_bundle else "") + f"\n# {CANARY}\n")
     args = [a for k, v in LABELS.items() for a in ("--build-arg", f"{k.rsplit('.', 1)[1].upper()}={v}")]
     started = time.monotonic()
-    r = docker("buildx", "build", "--progress=plain", "-f", "build/Dockerfile", "-t", IMAGE, *args,
-               "--secret", f"id=extra_ca,src={ca}", ".", check=False, timeout=900)
+    r = docker("buildx", "build", "--progress=plain", "--no-cache-filter", "build", "-f", "build/Dockerfile",
+               "-t", IMAGE, *args, "--secret", f"id=extra_ca,src={ca}", ".", check=False, timeout=900)
     assert r.returncode == 0, f"build failed:\n{r.stderr[-6000:]}"
     print(f"\n[e2e] image {IMAGE} built in {time.monotonic() - started:.1f} s")
-    yield IMAGE
+    yield Build(IMAGE, r.stderr)
     docker("image", "rm", IMAGE, check=False)
+
+
+@pytest.fixture(scope="module")
+def image(build: Build) -> str:
+    return build.tag
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +111,14 @@ def test_healthcheck_entrypoint_and_stop_signal_are_exec_form(docker, image: str
     assert config["StopSignal"] == "SIGTERM"
 
 
-def test_ca_secret_is_in_no_layer_history_or_file(docker, image: str, rootfs: tarfile.TarFile) -> None:
-    history = docker("history", "--no-trunc", image).stdout
+def test_ca_secret_is_in_no_layer_history_or_file(docker, build: Build, rootfs: tarfile.TarFile) -> None:
+    # The step that mounts the secret ran (was not taken from the cache), with the canary in it.
+    steps = set(re.findall(r"^#(\d+) \[build [^\n]*--mount=type=secret,id=extra_ca", build.log, re.M))
+    assert len(steps) == 1, f"no single build step mounts extra_ca in the log:\n{build.log[-3000:]}"
+    step = steps.pop()
+    assert re.search(rf"^#{step} DONE", build.log, re.M), f"step #{step} did not run"
+    assert not re.search(rf"^#{step} CACHED", build.log, re.M), f"step #{step} came from the cache"
+    history = docker("history", "--no-trunc", build.tag).stdout
     assert CANARY not in history
     assert "BEGIN CERTIFICATE" not in history
     names = rootfs.getnames()

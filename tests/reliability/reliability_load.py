@@ -214,17 +214,21 @@ def _same(sent: dict[str, Any], stored: dict[str, Any]) -> bool:
 
 
 def check_writes(load: WriteLoad, psql) -> dict[str, Any]:
-    """What the clients were told against what PostgreSQL holds, for the load's names.
+    """What the clients were told against what PostgreSQL holds, for the load's names."""
+    return compare_writes(load.outcomes, json.loads(psql.query(STORED_ROWS.format(prefix=load.prefix), timeout=60)))
+
+
+def compare_writes(outcomes: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The clients' outcomes against the stored rows (STORED_ROWS) of their names:
 
     - every acknowledged item (201) is stored, under the id it was given, exactly as sent;
     - every stored item is one the clients sent, complete (every field as sent, version 1),
       whether its POST was acknowledged, refused (503) or never answered;
     - the acknowledgements themselves echoed what was sent.
     """
-    rows = json.loads(psql.query(STORED_ROWS.format(prefix=load.prefix), timeout=60))
     stored = {r["name"]: r for r in rows}
-    sent = {o.name: o for o in load.outcomes}
-    acked = [o for o in load.outcomes if o.acked]
+    sent = {o.name: o for o in outcomes}
+    acked = [o for o in outcomes if o.acked]
     lost = [o.name for o in acked if o.name not in stored]
     wrong_ack = [o.name for o in acked if not (_same(o.sent, o.item) and o.item["version"] == 1)]
     acked_mismatch = [o.name for o in acked if o.name in stored and
@@ -258,6 +262,7 @@ class KeepAliveReport:
     statuses: Counter = field(default_factory=Counter)
     no_answer: Counter = field(default_factory=Counter)  # connect, closed, timeout
     reconnects: int = 0
+    closed_after_answer: int = 0  # answers with Connection: close (the server ends the connection)
     max_open: int = 0
     latencies: list[float] = field(default_factory=list)
     bad_503: int = 0  # 503s that were not problem+json with Retry-After
@@ -328,6 +333,7 @@ async def _keepalive(host: str, port: int, connections: int, seconds: float,
                 report.no_answer["closed"] += 1
                 status = None
             if status is None or headers.get("connection", "").lower() == "close":
+                report.closed_after_answer += status is not None
                 writer.close()
                 writer = None
                 open_now -= 1

@@ -202,25 +202,36 @@ class BodyScanner:
             self.hits.extend(f"{name} in {where}" for name in found)
 
 
+# Granian closes a keep-alive connection on which no request has come for its header-read timeout
+# (10 s, app/serve.py); a request sent on it just as it closes gets no answer through no fault of
+# the server. The recording session never reuses a connection idle for this long.
+IDLE_REUSE = 5.0
+
+
 def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: str = ""):
     """A `requests.Session` whose paths are relative to `base`, with a default timeout; every
-    response is scanned for secrets and counted in `tally` (by status, or "timeout"/"connection")."""
+    response is scanned for secrets and counted in `tally` (by status, or "timeout"/"connection").
+
+    Every request is sent once: no retries (urllib3 would resend an idempotent request after a
+    dropped connection, and neither the tally nor the test would see the first failure). A
+    scenario that wants a retry makes it itself, and the failed attempt is counted like any other.
+    """
     import requests
 
     class Session(requests.Session):
         def __init__(self):
             super().__init__()
-            # A kept-alive connection the server has just closed fails the next request sent on
-            # it; urllib3 may resend idempotent requests (GET, PUT, DELETE...) once on a fresh
-            # connection, never POST or PATCH. (Seen once in a full CI run, on a GET.)
-            retry = requests.adapters.Retry(total=1, connect=0, read=1, status=0, redirect=0)
-            self.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
+            self.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+            self.idle_since = time.monotonic()
 
         def request(self, method, url, *args, **kwargs):  # type: ignore[override]
             kwargs.setdefault("timeout", 10)
             return super().request(method, base + url if url.startswith("/") else url, *args, **kwargs)
 
         def send(self, request, **kwargs):  # type: ignore[override]
+            if time.monotonic() - self.idle_since > IDLE_REUSE:
+                for adapter in self.adapters.values():
+                    adapter.close()  # the next request opens a fresh connection
             try:
                 response = super().send(request, **kwargs)
             except requests.Timeout:
@@ -231,6 +242,8 @@ def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: s
                 if tally is not None:
                     tally["connection"] += 1
                 raise
+            finally:
+                self.idle_since = time.monotonic()
             bodies.record(response.content, f"{request.method} {request.path_url[:60]}")
             if tally is not None:
                 tally[response.status_code] += 1

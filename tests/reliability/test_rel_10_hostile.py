@@ -515,7 +515,7 @@ def _half_closed(raw: Exchange, request: bytes):
 # --------------------------------------------------------------------------- header floods
 
 
-def test_additions_header_floods_are_refused(api, raw, additions, native):
+def test_additions_header_floods_are_refused(api, raw, unchanged, additions, native):
     failures = []
 
     def get(headers: list[str], target: str = "/items?limit=1") -> tuple:
@@ -548,7 +548,7 @@ def test_additions_header_floods_are_refused(api, raw, additions, native):
 # --------------------------------------------------------------------------- slow clients
 
 
-def test_additions_slow_header_clients_neither_block_others_nor_stay(stack, api, raw, additions):
+def test_additions_slow_header_clients_neither_block_others_nor_stay(stack, api, raw, unchanged, additions):
     """Many clients trickle their headers a byte at a time: others are served at once, and Granian
     drops each trickler once its header-read timeout (10 s) has passed."""
     host, port = "127.0.0.1", urlsplit(stack.api_url).port

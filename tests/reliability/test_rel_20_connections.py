@@ -6,7 +6,9 @@ clients, bounds the database's load. `pg_stat_activity` is sampled all along (ps
 container), and so is the container's memory (its cgroup, read from the host).
 
 Three requests in four are listings of 100 items (sorted by price), one in four a write. Load the
-pool cannot take may be shed as 503 problem+json with Retry-After; anything else is a failure.
+pool cannot take may be shed as 503 problem+json with Retry-After; anything else is a failure,
+and so is any connection the server refuses or closes, or a request that times out
+(`judge_keepalive`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from reliability_load import keepalive_load
 from reliability_support import Results, scaled
+from reliability_verdicts import judge_keepalive
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +79,7 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
         stop.set()
         sampler.join(15)
     after = ops.inspect("flask-api")
-    health = ops.api_ok(30)
-    assert health
+    ops.api_ok(30)
 
     statuses = {str(k): v for k, v in sorted(report.statuses.items())}
     result = row(
@@ -87,6 +89,8 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
         details={
             "seconds": round(seconds, 1),
             "connections open at once": report.max_open,
+            "connections refused or closed by the server": sum(report.no_answer[k] for k in ("connect", "closed"))
+                                                           + report.closed_after_answer,
             "latency p50 / p99": f"{report.percentile(50) * 1000:.0f} / {report.percentile(99) * 1000:.0f} ms",
             "app connections in pg_stat_activity": f"max {max(samples, default=0)} of budget {budget} "
                                                    f"({len(samples)} samples)",
@@ -100,10 +104,5 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
 
     assert not after["State"]["OOMKilled"], "the API was OOM-killed"
     assert after["RestartCount"] == api["RestartCount"] and after["State"]["StartedAt"] == api["State"]["StartedAt"]
-    assert len(samples) >= 5, "too few pg_stat_activity samples"
-    assert max(samples) <= budget, f"{max(samples)} app connections, budget {budget}"
-    assert report.max_open == CONNECTIONS, f"only {report.max_open} connections were open at once"
-    assert set(report.statuses) <= {200, 201, 503}, statuses
-    assert report.bad_503 == 0, "a 503 without problem+json and Retry-After"
-    assert not report.no_answer.get("timeout"), f"{report.no_answer['timeout']} requests timed out"
-    assert report.statuses[200] > 0 and report.statuses[201] > 0
+    breaches = judge_keepalive(report, budget=budget, samples=samples)
+    assert not breaches, "\n".join(breaches)

@@ -4,7 +4,7 @@ Two faults: `docker compose stop postgres` (a clean, fast shutdown, held down a 
 `start`), and SIGKILL of the postmaster from the host (State.Pid; the restart policy brings it
 back and PostgreSQL runs crash recovery). As many clients as the API has threads for requests
 (BLOCKING_THREADS) POST unique items all along and record every answer; RELIABILITY_SCALE runs
-more outage cycles. Then:
+more outage cycles. Then (`judge_outages`, `writes_breaches`, `unrestarted_breaches`):
 
 - while PostgreSQL is away, every refused write is a 503 problem+json with Retry-After, given
   within the pool timeout (DB_POOL_TIMEOUT, plus a little slack for this shared machine): no
@@ -14,25 +14,32 @@ more outage cycles. Then:
 - every acknowledged write (201) is in the table, under its id and exactly as sent, and every
   stored row the clients sent is complete, acknowledged or not (`check_writes`).
 
-A long outage (20 s) checks that recovery does not depend on how long PostgreSQL was away. One
-more test holds the same promise with four times as many clients as threads.
+Two more tests hold every one of those promises further out: a long outage (20 s: recovery must
+not depend on how long PostgreSQL was away), and four times as many clients as threads.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict, dataclass
 
 import pytest
 from reliability_load import WriteLoad, check_writes
 from reliability_support import ARTIFACTS, Results, scale
+from reliability_verdicts import (
+    RECOVERY_BOUND,
+    Outage,
+    OutageVerdict,
+    judge_outages,
+    unrestarted_breaches,
+    writes_breaches,
+)
 
 pytestmark = pytest.mark.e2e
 
 CLIENT_TIMEOUT = 10  # a request with no answer by then counts as a hang
-SLACK = 2.0  # seconds over the pool timeout a 503 may take on a busy 2-core machine
-RECOVERY_BOUND = 5.0  # seconds after PostgreSQL is healthy by which every write must succeed
-HOLD = 4.0  # seconds PostgreSQL stays stopped (longer ones: the known failure below)
+HOLD = 4.0  # seconds PostgreSQL stays stopped in the main scenario
 
 
 def _settings(ops) -> tuple[float, int, int]:
@@ -42,29 +49,113 @@ def _settings(ops) -> tuple[float, int, int]:
     return pool_timeout, pool_max, threads
 
 
-def _outage(stack, ops, fault: str, hold: float, marks: dict[str, float]) -> None:
+def _outage(stack, ops, fault: str, hold: float, out: Outage) -> None:
     """One outage: PostgreSQL stopped for `hold` seconds then started, or SIGKILLed; returns once
-    it is healthy again. `marks` gets fault, down, repair and healthy (time.monotonic())."""
+    it is healthy again, its times in `out`."""
     pg_before = ops.inspect("postgres")
-    marks["fault"] = time.monotonic()
+    out.fault = time.monotonic()
     if fault == "stop":
         stack.compose("stop", "postgres", timeout=120)
-        marks["down"] = time.monotonic()
+        out.down = time.monotonic()
         time.sleep(hold)
-        marks["repair"] = time.monotonic()
+        out.repair = time.monotonic()
         stack.compose("start", "postgres", timeout=120)
     else:
         ops.sigkill_main_process("postgres")
-        marks["down"] = marks["repair"] = marks["fault"]  # the restart policy repairs
-    marks["healthy"] = ops.wait_healthy("postgres", started_after=pg_before["State"]["StartedAt"], timeout=120)
+        out.down = out.repair = out.fault  # the restart policy repairs
+    out.healthy = ops.wait_healthy("postgres", started_after=pg_before["State"]["StartedAt"], timeout=120)
 
 
-def _save(stack, load: WriteLoad, name: str, marks: dict[str, float]) -> None:
-    load.save_timeline(ARTIFACTS / f"timeline-{name}.json", marks)
+def _save(stack, load: WriteLoad, name: str, outages: list[Outage]) -> None:
+    load.save_timeline(ARTIFACTS / f"timeline-{name}.json",
+                       {f"{k}-{n}": v for n, out in enumerate(outages) for k, v in asdict(out).items() if v})
     log = stack.compose("logs", "--no-color", "--timestamps", "--since", f"{load.wall_started:.0f}",
                         "flask-api", check=False).stdout
     (ARTIFACTS / f"api-log-{name}.txt").write_text(
         "\n".join(line for line in log.splitlines() if '"app.request"' not in line) + "\n")
+
+
+@dataclass
+class OutageRun:
+    """One scenario's outages under a write load, and what was broken."""
+
+    fault: str
+    hold: float
+    clients: int
+    pool_timeout: float
+    load: WriteLoad
+    outages: list[Outage]
+    writes: dict
+    verdict: OutageVerdict
+    api_restarts: int
+    breaches: list[str]
+
+    def details(self) -> dict:
+        during, away = self.verdict.during, self.verdict.away
+        details = {
+            "outages": f"{len(self.outages)} × " + (f"{self.hold:g} s stopped" if self.fault == "stop" else "SIGKILL"),
+            "PostgreSQL away (fault to healthy)": ", ".join(f"{o.healthy - o.fault:.1f} s" for o in self.outages),
+            "answered while away": f"{len(during)} ({len(self.verdict.answered_503)} × 503)",
+            "slowest 503": f"{max((o.seconds for o in self.load.outcomes if o.status == 503), default=0):.2f} s "
+                           f"(pool timeout {self.pool_timeout:g} s)",
+        }
+        if self.fault == "stop":
+            details["sent while PostgreSQL was stopping or down"] = f"{len(away)}: " + ", ".join(
+                f"{k}: {v}" for k, v in sorted(Counter(str(o.status or o.error) for o in away).items()))
+            details["slowest of those"] = (f"{max((o.seconds for o in away), default=0):.1f} s (client gives up "
+                                           f"at {CLIENT_TIMEOUT} s)")
+        return {**details,
+                "recovery after healthy": ", ".join("never" if r is None else f"{max(r, 0):.1f} s"
+                                                    for r in self.verdict.recoveries),
+                "stored, unacknowledged": self.writes["unacked_stored"],
+                "half-written": self.writes["half_written"],
+                "API restarts": self.api_restarts}
+
+    def recovery(self) -> str:
+        known = [r for r in self.verdict.recoveries if r is not None]
+        if len(known) != len(self.verdict.recoveries):
+            return "never"
+        return f"≤ {max(0.0, max(known)):.1f} s after PostgreSQL healthy"
+
+    def row(self, row, title: str, **details) -> dict:
+        result = row(title, requests=len(self.load.outcomes), statuses=self.load.statuses(),
+                     no_answer=self.load.no_answer(), acked=self.writes["acked"],
+                     acked_lost=self.writes["acked_lost"], recovery=self.recovery(),
+                     details={"clients": self.clients, **self.details(), **details})
+        Results.show(result)
+        return result
+
+
+def _outages_under_writes(stack, ops, bodies, name: str, *, fault: str, hold: float, cycles: int,
+                          clients: int) -> OutageRun:
+    """`cycles` outages while `clients` write; after each, the load goes on past the recovery
+    bound (every write then must succeed). Then the verdict on all of it."""
+    pool_timeout = _settings(ops)[0]
+    api_before = ops.inspect("flask-api")
+    outages: list[Outage] = []
+    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT,
+                     max_seconds=(120 + hold) * cycles)
+    try:
+        with load:
+            load.wait_acks(20, timeout=30)
+            for _ in range(cycles):
+                out = Outage()
+                outages.append(out)
+                _outage(stack, ops, fault, hold, out)
+                load.wait_until(lambda os, h=out.healthy: any(o.acked and o.started >= h for o in os), 30,
+                                "a write acknowledged after PostgreSQL was healthy")
+                end = max(time.monotonic(), out.healthy + RECOVERY_BOUND) + 3
+                while time.monotonic() < end:
+                    time.sleep(0.1)
+                out.end = time.monotonic()
+    finally:
+        _save(stack, load, name, outages)
+    writes = check_writes(load, ops.psql)
+    api_after = ops.inspect("flask-api")
+    verdict = judge_outages(load.outcomes, outages, fault=fault, pool_timeout=pool_timeout)
+    return OutageRun(fault, hold, clients, pool_timeout, load, outages, writes, verdict,
+                     api_after["RestartCount"] - api_before["RestartCount"],
+                     writes_breaches(writes) + verdict.breaches + unrestarted_breaches(api_before, api_after))
 
 
 def _restore_api(stack, ops) -> None:
@@ -77,137 +168,46 @@ def _restore_api(stack, ops) -> None:
         ops.api_ok(60)
 
 
-@pytest.mark.parametrize("fault", ["stop", "sigkill"])
-def test_postgres_outage_under_sustained_writes(fault, stack, ops, bodies, row):
-    pool_timeout, _, threads = _settings(ops)
-    api_before = ops.inspect("flask-api")
-    pg_restarts = ops.inspect("postgres")["RestartCount"]
-    cycles = max(1, round(scale()))
-    clients = threads
-    cycle_marks: list[dict[str, float]] = []
-    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT, max_seconds=120 * cycles)
-    try:
-        with load:
-            load.wait_acks(20, timeout=30)
-            for _ in range(cycles):
-                marks: dict[str, float] = {}
-                cycle_marks.append(marks)
-                _outage(stack, ops, fault, HOLD, marks)
-                load.wait_until(lambda os, m=marks: any(o.acked and o.started >= m["healthy"] for o in os), 30,
-                                "a write acknowledged after PostgreSQL was healthy")
-                # Keep writing well past the recovery bound: every write then must succeed.
-                end = max(time.monotonic(), marks["healthy"] + RECOVERY_BOUND) + 3
-                while time.monotonic() < end:
-                    time.sleep(0.1)
-                marks["end"] = time.monotonic()
-    finally:
-        _save(stack, load, f"postgres-{fault}",
-              {f"{k}-{n}": v for n, m in enumerate(cycle_marks) for k, v in m.items()})
-    writes = check_writes(load, ops.psql)
-    api_after = ops.inspect("flask-api")
-    pg_after = ops.inspect("postgres")
-
-    outcomes = sorted(load.outcomes, key=lambda o: o.started)
-    failed = [o for o in outcomes if o.status != 201]
-    answered_503 = [o for o in failed if o.status == 503]
-    bad = [o for o in failed if o.status is not None and not (o.status == 503 and o.problem and o.retry_after)]
-    slow_503 = [o for o in answered_503 if o.seconds > pool_timeout + SLACK]
-    recoveries, during, late = [], [], []
-    for marks in cycle_marks:
-        in_cycle = [o for o in outcomes if marks["fault"] <= o.started < marks["end"]]
-        # Answered while PostgreSQL was away: after it was down and before it was started again
-        # (or, after the crash, before it was healthy: a restarted PostgreSQL may serve before its
-        # health check says so, and those answers may be 201s).
-        until = marks["repair"] if fault == "stop" else marks["healthy"]
-        during += [o for o in in_cycle if marks["down"] < o.ended <= until]
-        last_failure = max((o.started for o in in_cycle if o.status != 201), default=marks["fault"])
-        back = min((o.ended for o in in_cycle if o.acked and o.started >= last_failure), default=None)
-        recoveries.append(back - marks["healthy"] if back is not None else None)
-        late += [o for o in in_cycle if o.started >= marks["healthy"] + RECOVERY_BOUND and not o.acked]
-    known = [r for r in recoveries if r is not None]
-
-    title = {"stop": "PostgreSQL stopped (`docker compose stop`) under writes",
-             "sigkill": "PostgreSQL SIGKILLed (postmaster, from the host) under writes"}[fault]
-    result = row(
-        title, requests=len(outcomes), statuses=load.statuses(), no_answer=load.no_answer(),
-        acked=writes["acked"], acked_lost=writes["acked_lost"],
-        recovery=(f"≤ {max(0.0, max(known)):.1f} s after PostgreSQL healthy" if len(known) == len(recoveries)
-                  else "never"),
-        details={
-            "clients": f"{clients} (BLOCKING_THREADS)",
-            "outages": f"{cycles} × " + (f"{HOLD:g} s stopped" if fault == "stop" else "SIGKILL"),
-            "PostgreSQL away (fault to healthy)": ", ".join(f"{m['healthy'] - m['fault']:.1f} s" for m in cycle_marks),
-            "answered while away": f"{len(during)} ({sum(o.status == 503 for o in during)} × 503)",
-            "slowest 503": f"{max((o.seconds for o in answered_503), default=0):.2f} s "
-                           f"(pool timeout {pool_timeout:g} s)",
-            "recovery after healthy": ", ".join("never" if r is None else f"{max(r, 0):.1f} s" for r in recoveries),
-            "stored, unacknowledged": writes["unacked_stored"],
-            "half-written": writes["half_written"],
-            "API restarts": api_after["RestartCount"] - api_before["RestartCount"],
-        },
-    )
-    Results.show(result)
-
-    assert writes["acked_lost"] == 0, f"acknowledged writes lost: {writes['examples']['lost']}"
-    assert writes["acked_mismatch"] == 0 and writes["wrong_ack"] == 0, writes["examples"]
-    assert writes["half_written"] == 0 and writes["unknown"] == 0, writes["examples"]
-    assert not bad, f"non-503 or non-problem refusals: {[(o.status, o.problem, o.retry_after) for o in bad][:10]}"
-    assert not load.no_answer(), f"requests without an answer (hangs or dropped connections): {load.no_answer()}"
-    assert not slow_503, f"503s slower than the pool timeout: {[round(o.seconds, 2) for o in slow_503][:10]}"
-    if fault == "stop":
-        assert during and all(o.status == 503 for o in during), "no refused write seen while PostgreSQL was stopped"
-    else:
-        assert pg_after["RestartCount"] == pg_restarts + cycles, "the restart policy did not act"
-    assert not late, f"{len(late)} writes failed more than {RECOVERY_BOUND:g} s after PostgreSQL was healthy"
-    assert len(known) == len(recoveries) and max(known) <= RECOVERY_BOUND, f"recoveries: {recoveries}"
-    assert api_after["State"]["StartedAt"] == api_before["State"]["StartedAt"], "the API was restarted"
-    assert api_after["RestartCount"] == api_before["RestartCount"], "the API was restarted"
-    ops.api_ok(30)
-
-
 @pytest.fixture
 def restore_api(stack, ops):
-    """After the test (as a teardown, so that a failure here is never taken for the known one)."""
+    """After the test (as a teardown), whatever the test left."""
     yield
     _restore_api(stack, ops)
 
 
-def test_a_long_postgres_outage_is_recovered_from(stack, ops, bodies, results, request, restore_api):
+@pytest.mark.parametrize("fault", ["stop", "sigkill"])
+def test_postgres_outage_under_sustained_writes(fault, stack, ops, bodies, row):
+    threads = _settings(ops)[2]
+    pg_restarts = ops.inspect("postgres")["RestartCount"]
+    cycles = max(1, round(scale()))
+    run = _outages_under_writes(stack, ops, bodies, f"postgres-{fault}", fault=fault, hold=HOLD, cycles=cycles,
+                                clients=threads)
+    run.row(row, {"stop": "PostgreSQL stopped (`docker compose stop`) under writes",
+                  "sigkill": "PostgreSQL SIGKILLed (postmaster, from the host) under writes"}[fault])
+    breaches = run.breaches
+    assert not breaches, "\n".join(breaches)
+    if fault == "sigkill":
+        assert ops.inspect("postgres")["RestartCount"] == pg_restarts + cycles, "the restart policy did not act"
+    ops.api_ok(30)
+
+
+def test_a_long_postgres_outage_is_recovered_from(stack, ops, bodies, row, restore_api):
     pool_timeout, pool_max, threads = _settings(ops)
     # Long enough for 4 × pool_max requests to time out on the pool (12 s here), and then some.
     hold = 4 * pool_max * pool_timeout / threads + 8
-    marks: dict[str, float] = {}
-    health, back = "?", None
-    result = results.add({"scenario": f"PostgreSQL stopped for {hold:.0f} s under writes", "test": request.node.nodeid})
-    load = WriteLoad(stack.api_url, bodies, clients=threads, timeout=CLIENT_TIMEOUT, max_seconds=120)
-    try:
-        with load:
-            load.wait_acks(20, timeout=30)
-            _outage(stack, ops, "stop", hold, marks)
-            deadline = marks["healthy"] + RECOVERY_BOUND + 5
-            while time.monotonic() < deadline and back is None:
-                time.sleep(0.2)
-                back = load.first_ack_after(marks["healthy"])
-            health = _health(stack, bodies)
-    finally:
-        _save(stack, load, "postgres-long-outage", marks)
-        result.update(
-            requests=len(load.outcomes), statuses=load.statuses(), no_answer=load.no_answer(),
-            recovery=(f"{back - marks['healthy']:.1f} s after PostgreSQL healthy" if back
-                      else f"none {RECOVERY_BOUND + 5:.0f} s after PostgreSQL healthy"),
-            details={
-                "clients": f"{threads} (BLOCKING_THREADS)",
-                "/health after PostgreSQL was back": health,
-                "why this test exists": (
-                    "psycopg_pool 3.3 keeps a request that timed out waiting for a connection counted "
-                    "among its waiters until a connection comes back; with a `max_waiting` limit, a long "
-                    "enough outage under steady traffic made every later request TooManyRequests (503 at "
-                    "once) and the pool never tried PostgreSQL again. The app sets no `max_waiting` (only "
-                    "BLOCKING_THREADS requests per worker can wait on the pool), and this test holds "
-                    "PostgreSQL down long enough to catch the problem if it comes back."),
-            })
-        Results.show(result)
-    assert back is not None and back - marks["healthy"] <= RECOVERY_BOUND, "the API did not recover"
+    run = _outages_under_writes(stack, ops, bodies, "postgres-long-outage", fault="stop", hold=hold, cycles=1,
+                                clients=threads)
+    run.row(row, f"PostgreSQL stopped for {hold:.0f} s under writes", **{
+        "/health after the run": _health(stack, bodies),
+        "why this test exists": (
+            "psycopg_pool 3.3 keeps a request that timed out waiting for a connection counted "
+            "among its waiters until a connection comes back; with a `max_waiting` limit, a long "
+            "enough outage under steady traffic made every later request TooManyRequests (503 at "
+            "once) and the pool never tried PostgreSQL again. The app sets no `max_waiting` (only "
+            "BLOCKING_THREADS requests per worker can wait on the pool), and this test holds "
+            "PostgreSQL down long enough to catch the problem if it comes back")})
+    breaches = run.breaches
+    assert not breaches, "\n".join(breaches)
 
 
 def _health(stack, bodies) -> str:
@@ -221,42 +221,20 @@ def _health(stack, bodies) -> str:
         return type(e).__name__
 
 
-def test_refusals_stay_within_the_pool_timeout_with_more_clients_than_threads(stack, ops, bodies, results,
-                                                                              request, restore_api):
+def test_refusals_stay_within_the_pool_timeout_with_more_clients_than_threads(stack, ops, bodies, row,
+                                                                              restore_api):
     pool_timeout, _, threads = _settings(ops)
     clients = 4 * threads
-    marks: dict[str, float] = {}
-    result = results.add({"scenario": f"PostgreSQL stopped under writes from {clients} clients "
-                                      f"(4 × BLOCKING_THREADS)", "test": request.node.nodeid})
-    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT, max_seconds=120)
-    try:
-        with load:
-            load.wait_acks(20, timeout=30)
-            # Two pool timeouts: long enough for a queue, short enough not to wedge the pool (above).
-            _outage(stack, ops, "stop", 2 * pool_timeout, marks)
-            load.wait_until(lambda os: any(o.acked and o.started >= marks["healthy"] for o in os), 30,
-                            "a write acknowledged after PostgreSQL was healthy")
-    finally:
-        _save(stack, load, "postgres-many-clients", marks)
-        # Sent from the stop on and before the start: each must be answered within the pool timeout.
-        away = [o for o in load.outcomes if marks.get("fault", 0) <= o.started <= marks.get("repair", 0)]
-        slowest = max((o.seconds for o in away), default=0.0)
-        result.update(requests=len(load.outcomes), statuses=load.statuses(), no_answer=load.no_answer(),
-                      details={
-                          "clients": clients,
-                          "sent while PostgreSQL was stopping or down": f"{len(away)}: " + ", ".join(
-                              f"{k}: {v}" for k, v in sorted(Counter(str(o.status or o.error) for o in away).items())),
-                          "slowest of those": f"{slowest:.1f} s (pool timeout "
-                                                                          f"{pool_timeout:g} s, client gives up at "
-                                                                          f"{CLIENT_TIMEOUT} s)",
-                          "why this test exists": (
-                              "While PostgreSQL is away each request could hold one of the BLOCKING_THREADS "
-                              "for the whole pool timeout while the others queue in Granian, where no timeout "
-                              "applies: with 16 clients through a 16 s outage, no answer came within the "
-                              "clients' 10 s. The pool now waits only a fraction of a second for a connection "
-                              "once a caller has timed out while connection attempts were failing (app/db.py, "
-                              "`Pool`), until a connection is had again."),
-                      })
-        Results.show(result)
-    assert not load.no_answer(), f"requests without an answer: {load.no_answer()}"
-    assert slowest <= pool_timeout + SLACK, f"a refusal took {slowest:.1f} s"
+    # Two pool timeouts: long enough for a queue in front of the threads.
+    run = _outages_under_writes(stack, ops, bodies, "postgres-many-clients", fault="stop", hold=2 * pool_timeout,
+                                cycles=1, clients=clients)
+    run.row(row, f"PostgreSQL stopped under writes from {clients} clients (4 × BLOCKING_THREADS)", **{
+        "why this test exists": (
+            "While PostgreSQL is away each request could hold one of the BLOCKING_THREADS "
+            "for the whole pool timeout while the others queue in Granian, where no timeout "
+            "applies: with 16 clients through a 16 s outage, no answer came within the "
+            "clients' 10 s. The pool now waits only a fraction of a second for a connection "
+            "once a caller has timed out while connection attempts were failing (app/db.py, "
+            "`Pool`), until a connection is had again")})
+    breaches = run.breaches
+    assert not breaches, "\n".join(breaches)
