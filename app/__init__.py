@@ -12,7 +12,7 @@ import psycopg
 from flask import Flask
 from psycopg_pool import PoolTimeout
 
-from . import db, errors, health, items, logs, openapi
+from . import db, errors, headers, health, items, logs, openapi
 from .config import Config
 
 log = logging.getLogger("app")
@@ -46,7 +46,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pool"] = pool
     app.extensions["cursor_key"] = bytes(row[0])
 
-    logs.init_app(app)
+    logs.init_app(app)  # first: every later hook and error has the request id
+    headers.init_app(app)
     errors.register(app)
     for module in (health, items, openapi):
         app.register_blueprint(module.bp)

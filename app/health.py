@@ -12,6 +12,8 @@ import logging
 
 from flask import Blueprint, Response, current_app, json
 
+from .errors import RETRY_AFTER_SECONDS
+
 bp = Blueprint("health", __name__)
 log = logging.getLogger("app.health")
 
@@ -33,7 +35,7 @@ def _report(database_ok: bool) -> Response:
     body = {"status": status, "checks": {"app": "ok", "database": status}}
     response = Response(json.dumps(body), 200 if database_ok else 503, mimetype="application/json")
     if not database_ok:
-        response.headers["Retry-After"] = "1"
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

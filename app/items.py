@@ -24,7 +24,10 @@ from .schemas import MAX_ID, ItemIn, ItemPatch, ListQuery
 bp = Blueprint("items", __name__)
 
 ITEM_MEDIA_TYPE = "application/json"
-_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
+# One spelling per id: no sign, no leading zeros (`/items/01` is not `/items/1`).
+_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+# An entity tag as RFC 9110 writes it: a strong tag is quoted; `1` is no tag.
+_ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 _MAX_VERSION = 2**31 - 1
 _WRITABLE = tuple(ItemIn.model_fields)
 
@@ -84,16 +87,21 @@ def _item_id(raw: str) -> int:
 def _if_match() -> list[int] | None:
     """Versions the client's If-Match accepts; None when any version will do.
 
-    If-Match compares strongly (RFC 9110): weak tags and tags that are not
-    one of our versions match nothing.
+    If-Match compares strongly (RFC 9110): weak tags, unquoted words and tags
+    that are not one of our versions match nothing.
     """
-    if "If-Match" not in request.headers or request.if_match.star_tag:
+    values = request.headers.getlist("If-Match")
+    if not values:
         return None
-    return [
-        int(tag)
-        for tag in request.if_match.as_set()
-        if tag and _ID.fullmatch(tag) and int(tag) <= _MAX_VERSION
-    ]
+    members = [m for v in values for m in v.split(",")]
+    if [m.strip() for m in members] == ["*"]:
+        return None
+    versions = []
+    for member in members:
+        tag = _ETAG.fullmatch(member)
+        if tag and not tag.group(1) and _ID.fullmatch(tag.group(2)) and int(tag.group(2)) <= _MAX_VERSION:
+            versions.append(int(tag.group(2)))
+    return versions
 
 
 def _item_response(version: int, item_json: str, status: int = 200, **headers: str) -> Response:

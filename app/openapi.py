@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, json
 from pydantic.json_schema import models_json_schema
 
+from .config import MAX_BODY_BYTES
 from .payload import PATCH_TYPES
 from .schemas import Health, Item, ItemIn, ItemPage, ItemPatch, ListQuery, Problem
 
@@ -29,7 +30,8 @@ _STATUS_TEXT = {
     404: "No item has this id (an id that is not a positive bigint included).",
     409: "Another item already has this name.",
     412: "If-Match does not match the item's current ETag; nothing changed.",
-    413: "The body is larger than the configured limit (1 MiB by default).",
+    411: "The body came without a Content-Length (chunked bodies are not accepted).",
+    413: f"The body is larger than the configured limit ({MAX_BODY_BYTES // 1024} KiB by default).",
     415: "The body is not JSON (PATCH also takes application/merge-patch+json).",
     422: "Valid JSON that breaks the item's rules; `errors` lists every field.",
     503: "The database is unavailable; retry after the given delay.",
@@ -202,7 +204,7 @@ def document() -> dict[str, Any]:
                             201,
                             Location=_header("`/items/<id>` of the new item."),
                         ),
-                        **_problems(400, 409, 413, 415, 422, 503),
+                        **_problems(400, 409, 411, 413, 415, 422, 503),
                     },
                     requestBody=_body("ItemIn"),
                 ),
@@ -222,13 +224,13 @@ def document() -> dict[str, Any]:
                 ),
                 "put": _operation(
                     "Replace an item (omitted optional fields go back to their defaults)",
-                    {**_item("The replaced item."), **_problems(400, 404, 409, 412, 413, 415, 422, 503)},
+                    {**_item("The replaced item."), **_problems(400, 404, 409, 411, 412, 413, 415, 422, 503)},
                     parameters=[_ITEM_ID, _IF_MATCH],
                     requestBody=_body("ItemIn"),
                 ),
                 "patch": _operation(
                     "Change some fields of an item (JSON Merge Patch, RFC 7396)",
-                    {**_item("The changed item."), **_problems(400, 404, 409, 412, 413, 415, 422, 503)},
+                    {**_item("The changed item."), **_problems(400, 404, 409, 411, 412, 413, 415, 422, 503)},
                     parameters=[_ITEM_ID, _IF_MATCH],
                     requestBody=_body("ItemPatch", PATCH_TYPES),
                 ),

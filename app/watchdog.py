@@ -1,0 +1,73 @@
+"""Restart a server that is alive but no longer answers.
+
+Docker restarts containers whose main process exits, never ones that are
+merely unhealthy, and no container here may hold the Docker socket to do it
+for them. So Granian's main process watches its own workers: a thread asks
+``/health/live`` on the local port every few seconds, and when no answer has
+come for `timeout` seconds (a worker stopped, spinning, or with every
+blocking thread stuck) it shuts the server down and makes it exit non-zero.
+The restart policy (`restart: unless-stopped` under Compose, the Swarm
+restart policy under Swarm) then starts a fresh container.
+
+A slow answer is still an answer: the watchdog only fires when nothing at
+all came back for the whole window, so load alone never triggers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from .healthcheck import probe
+
+log = logging.getLogger("app.watchdog")
+
+# Seconds after start before the first probe counts: workers import the app.
+START_GRACE = 15.0
+# The process exits this way when it had to be restarted (EX_SOFTWARE).
+EXIT_WEDGED = 70
+
+
+class Watchdog:
+    """Probes the local server; on a long silence, stops it and exits non-zero."""
+
+    def __init__(self, host: str, port: int, timeout: float, stop_grace: float):
+        # A server bound to every address answers on loopback.
+        self.host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        self.port = port
+        self.timeout = timeout
+        # Granian's own shutdown may itself hang on a stuck worker; after this
+        # many seconds the process exits regardless.
+        self.stop_grace = stop_grace
+        self.fired = threading.Event()
+        self.every = max(1.0, timeout / 6)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        time.sleep(START_GRACE)
+        last_answer = time.monotonic()
+        while True:
+            started = time.monotonic()
+            if probe(self.port, timeout=min(self.timeout / 2, 10.0), host=self.host):
+                last_answer = time.monotonic()
+            elif time.monotonic() - last_answer >= self.timeout:
+                self._fire(time.monotonic() - last_answer)
+                return
+            time.sleep(max(0.0, self.every - (time.monotonic() - started)))
+
+    def _fire(self, silent_for: float) -> None:
+        log.error(
+            "no answer from /health/live: stopping the server so that it is restarted",
+            extra={"event": "server.wedged", "silent_seconds": round(silent_for, 1)},
+        )
+        self.fired.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(self.stop_grace)
+        log.error("the server did not stop in time: exiting", extra={"event": "server.wedged.exit"})
+        logging.shutdown()
+        os._exit(EXIT_WEDGED)
