@@ -10,7 +10,8 @@ The restart policy (`restart: unless-stopped` under Compose, the Swarm
 restart policy under Swarm) then starts a fresh container.
 
 A slow answer is still an answer: the watchdog only fires when nothing at
-all came back for the whole window, so load alone never triggers it.
+all came back for the whole window, so load alone never triggers it. It is
+armed by the first answer, so a slow start is never taken for a wedge.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from .healthcheck import probe
 
 log = logging.getLogger("app.watchdog")
 
-# Seconds after start before the first probe counts: workers import the app.
-START_GRACE = 15.0
 # The process exits this way when it had to be restarted (EX_SOFTWARE).
 EXIT_WEDGED = 70
 
@@ -49,13 +48,12 @@ class Watchdog:
         threading.Thread(target=self._run, name="watchdog", daemon=True).start()
 
     def _run(self) -> None:
-        time.sleep(START_GRACE)
-        last_answer = time.monotonic()
+        last_answer = None  # armed by the first answer
         while True:
             started = time.monotonic()
             if probe(self.port, timeout=min(self.timeout / 2, 10.0), host=self.host):
                 last_answer = time.monotonic()
-            elif time.monotonic() - last_answer >= self.timeout:
+            elif last_answer is not None and time.monotonic() - last_answer >= self.timeout:
                 self._fire(time.monotonic() - last_answer)
                 return
             time.sleep(max(0.0, self.every - (time.monotonic() - started)))

@@ -81,8 +81,8 @@ class Server:
             try:
                 if requests.get(self.url + "/health/ready", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or still starting its worker
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not become ready in 30 s")
