@@ -131,6 +131,8 @@ def _read_body() -> bytes:
             411,
             "Length Required",
             "Send the body with a Content-Length header (chunked bodies are not accepted).",
+            # The body was not read: the connection cannot carry another request.
+            headers={"Connection": "close"},
         )
     # get_data() refuses (413) a declared length over MAX_CONTENT_LENGTH
     # before reading anything.

@@ -11,22 +11,14 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from support import Database, Server
+from support import Database, Server, children
 
 from app.watchdog import EXIT_WEDGED
 
 TIMEOUT = 5  # WATCHDOG_TIMEOUT in these tests, the smallest it takes
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
 
 
 @pytest.fixture
