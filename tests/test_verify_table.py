@@ -56,7 +56,8 @@ def test_json_listing_in_table_order(capsys):
         "id": "READ-ONLY", "cis": "5.13", "what": "root filesystem is read-only",
         "on": ["compose", "swarm"], "profiles": ["prod"], "services": None, "live": False, "chaos": False,
         "swarm": None}
-    assert checks["PLACEMENT"]["on"] == ["swarm"] and checks["PLACEMENT"]["services"] == ["postgres", "pgadmin"]
+    assert checks["PLACEMENT"]["on"] == ["swarm"]
+    assert checks["PLACEMENT"]["services"] == ["postgres", "pgadmin"]
     assert checks["CHAOS-API-KILL"]["chaos"] and checks["CHAOS-API-KILL"]["cis"] == "5.15"
     assert all(c["why"] for c in listed["checks"]), "every check says why"
 
@@ -82,8 +83,10 @@ def test_one_table_gives_each_orchestrator_its_checks():
     assert set(swarm) - set(compose) == {"UPDATE-POLICY", "PLACEMENT", "SECRETS-OWNER", "CONN-BUDGET"}
     assert set(compose) <= set(swarm)
     titles = {c.id: c.title for c in SWARM.checks}
-    assert titles["RUNNING"] == "desired tasks running" and titles["USER"] == "configured user is set and not root"
-    assert [d.id for d in COMPOSE.drills] == [d.id for d in SWARM.drills] == ["CHAOS-API-KILL", "CHAOS-DB-STOP"]
+    assert titles["RUNNING"] == "desired tasks running"  # a variant's own title
+    assert titles["USER"] == "configured user is set and not root"  # the container check's
+    drills = ["CHAOS-API-KILL", "CHAOS-DB-STOP"]
+    assert [d.id for d in COMPOSE.drills] == [d.id for d in SWARM.drills] == drills
 
 
 def test_a_check_id_is_registered_once():
@@ -110,7 +113,8 @@ def test_wait_loads_until_every_service_is_ready(monkeypatch):
         words = next(rounds)
         return {s: Scripted(s, [w]) for s, w in zip((API, POSTGRES), words)}
 
-    on = Orchestrator("compose", "Stack", (API, POSTGRES), "no container", load, lambda: "x", lambda t: "prod")
+    on = Orchestrator("compose", "Stack", (API, POSTGRES), "no container", load, lambda: "x",
+                      lambda targets: "prod")
     out = io.StringIO()
     targets = wait(on, None, "x", 60, out)
     assert targets[API].ready()

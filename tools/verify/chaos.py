@@ -45,8 +45,8 @@ def api_health_status(api: Target) -> int | None:
         return None
 
 
-@check("CHAOS-API-KILL", "a crashed API comes back healthy", cis="5.15", services=(API,), live=True, drill=True,
-       swarm=Variant(title="a crashed API task is replaced"))
+@check("CHAOS-API-KILL", "a crashed API comes back healthy", cis="5.15", services=(API,), live=True,
+       drill=True, swarm=Variant(title="a crashed API task is replaced"))
 def drill_kill_api(api: Target) -> Outcome:
     """A crash of the API (SIGKILL of its main process, from the host) is undone by the restart policy.
 
@@ -66,10 +66,10 @@ def drill_kill_api(api: Target) -> Outcome:
     before, started = api.identity(), time.monotonic()
     os.kill(pid, signal.SIGKILL)
     if poll(lambda: (now := api.refresh()).ready() and now.identity() != before, CHAOS_RESTART_BOUND):
-        return PASS, f"killed pid {pid}; healthy again in {time.monotonic() - started:.0f}s " \
-                     f"({api.refresh().summary()})"
-    return FAIL, f"killed pid {pid}; not back healthy within {CHAOS_RESTART_BOUND:.0f}s " \
-                 f"({api.refresh().summary()})"
+        return PASS, (f"killed pid {pid}; healthy again in {time.monotonic() - started:.0f}s "
+                      f"({api.refresh().summary()})")
+    return FAIL, (f"killed pid {pid}; not back healthy within {CHAOS_RESTART_BOUND:.0f}s "
+                  f"({api.refresh().summary()})")
 
 
 @check("CHAOS-DB-STOP", "API survives a PostgreSQL outage", services=(API,), live=True, drill=True)

@@ -445,7 +445,8 @@ def check_secrets_readable(t: Target) -> Outcome:
         if code != 0:
             unreadable.append(path)
     who = f"user {t.config.get('User') or 'root'}"
-    return result(not unreadable, f"{len(paths)} readable by {who}", f"not readable by {who}: {', '.join(unreadable)}")
+    return result(not unreadable, f"{len(paths)} readable by {who}",
+                  f"not readable by {who}: {', '.join(unreadable)}")
 
 
 @check("ENV-NO-SECRETS", "no secret values in the environment")
@@ -551,7 +552,9 @@ def check_pgadmin_ping(t: Target) -> Outcome:
 
 @check("DB-ROLE", "the API's database role is not a superuser", services=(POSTGRES,), live=True)
 def check_db_role(t: Target) -> Outcome:
-    """The API's role must not be a superuser: a SQL injection would otherwise own the cluster (and COPY TO PROGRAM the container)."""
+    """The API's role must not be a superuser: a SQL injection would otherwise own the cluster
+    (and COPY TO PROGRAM the container).
+    """
     api = t.stack.get(API)
     role, db = database_target(api.env() if api else {})
     sql = f"select rolsuper from pg_roles where rolname = '{role.replace(chr(39), '')}'"

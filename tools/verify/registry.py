@@ -81,7 +81,7 @@ class Entry:
     drill: bool  # a --chaos drill: run only when asked, once, on the API
 
     def form(self, orchestrator: str, services: tuple[str, ...]) -> Check | None:
-        """This check as `orchestrator` ("compose" or "swarm") runs it on a stack of `services`, or None where it does not run."""
+        """This check as `orchestrator` ("compose" or "swarm") runs it; None where it does not run."""
         if orchestrator == "compose":
             fn, title = self.compose, self.title
         elif self.swarm is None:
@@ -96,7 +96,8 @@ class Entry:
         main = self.compose or self.swarm.fn
         variant = None
         if self.compose and self.swarm and self.swarm != SAME:
-            variant = {"what": self.swarm.title or self.title, "why": why(self.swarm.fn) if self.swarm.fn else ""}
+            reason = why(self.swarm.fn) if self.swarm.fn else ""
+            variant = {"what": self.swarm.title or self.title, "why": reason}
         return CheckInfo(self.id, self.cis, self.title, why(main),
                          [o for o, ok in (("compose", self.compose), ("swarm", self.swarm)) if ok],
                          ["prod"] if self.hardening else ["prod", "dev"],

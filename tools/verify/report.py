@@ -93,7 +93,8 @@ def markdown_table(infos: list[CheckInfo]) -> str:
     lines = ["| check | CIS 1.6.0 | runs on | required in | it asks | why |", "|---|---|---|---|---|---|"]
     for i in infos:
         why = i.why + (f"<br>{swarm_text(i)}" if i.swarm else "")
-        lines.append(f"| {i.id} | {i.cis or '–'} | {cell(where(i))} | {required(i)} | {cell(i.what)} | {cell(why)} |")
+        cells = (i.id, i.cis or "–", cell(where(i)), required(i), cell(i.what), cell(why))
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -271,7 +271,8 @@ class SwarmTarget(Target):
         t = self
         if not t.endpoint_ports() and self.service == API and PROXY in self.stack:
             t = self.stack[PROXY]
-        ports = [p for p in t.endpoint_ports() if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
+        ports = [p for p in t.endpoint_ports()
+                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
         if not ports:
             return None
         host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
