@@ -525,13 +525,20 @@ def check_connection_budget(t: SwarmTarget) -> Outcome:
 # --- live probes ---------------------------------------------------------------------------------
 
 
+def get(t: Target, path: str) -> tuple[int | None, str]:
+    """(status, body) of a GET of `path` on the service; (None, why) when it cannot be reached."""
+    try:
+        return t.http_get(path)
+    except (OSError, ValueError) as e:
+        return None, f"{path} unreachable: {e}"
+
+
 @check("API-HEALTH", "/health answers 200 with database ok", services=(API,), live=True)
 def check_api_health(t: Target) -> Outcome:
     """/health runs a query through the pool: 200 with database ok proves the API reaches PostgreSQL."""
-    try:
-        status, body = t.http_get("/health")
-    except (OSError, ValueError) as e:
-        return FAIL, f"/health unreachable: {e}"
+    status, body = get(t, "/health")
+    if status is None:
+        return FAIL, body
     try:
         database = (json.loads(body).get("checks") or {}).get("database")
     except (ValueError, AttributeError):
@@ -543,10 +550,9 @@ def check_api_health(t: Target) -> Outcome:
 @check("PGADMIN-PING", "/misc/ping answers 200", services=(PGADMIN,), live=True)
 def check_pgadmin_ping(t: Target) -> Outcome:
     """/misc/ping answers without a login: pgAdmin's web server is up behind its published port."""
-    try:
-        status, body = t.http_get("/misc/ping")
-    except (OSError, ValueError) as e:
-        return FAIL, f"/misc/ping unreachable: {e}"
+    status, body = get(t, "/misc/ping")
+    if status is None:
+        return FAIL, body
     return result(status == 200, f"/misc/ping {status} {body.strip()[:20]}", f"/misc/ping {status}")
 
 
