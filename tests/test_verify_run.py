@@ -1,7 +1,7 @@
-"""The verifier's one check table: the registry, --list-checks, docs/verify.md, the wait loop and drills.
+"""The verifier's shared machinery: the check table, --list-checks, docs/verify.md, waiting, the drills.
 
-No engine: the table is read from the code, the wait loop and the drills'
-precondition run on scripted targets.
+No engine: the table is read from the code; the wait loop and the chaos
+drills run on scripted targets (the same drills serve Compose and Swarm).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import json
 import pytest
 
 from tools import verify_stack as cli
-from tools.verify.chaos import run_drills
+from tools.verify import chaos
+from tools.verify.chaos import drill_db_outage, drill_kill_api, run_drills
 from tools.verify.model import API, FAIL, PASS, POSTGRES, SERVICES
 from tools.verify.registry import check, table
 from tools.verify.report import DOC, documented_table, markdown_table, with_table
@@ -130,3 +131,72 @@ def test_drills_need_the_api_and_postgres_here():
     assert [(f.id, f.result) for f in findings] == [("CHAOS-API-KILL", FAIL), ("CHAOS-DB-STOP", FAIL)]
     assert findings[0].detail == "needs the API and PostgreSQL running on this node"
     assert out.getvalue() == ""  # nothing announced, nothing done
+
+
+class Drilled(Target):
+    """A live-looking target with scripted /health answers and identities; records what is done to it.
+
+    The last scripted answer repeats.
+    """
+
+    def __init__(self, service, statuses=(200,), identities=("a",), refusal=None):
+        super().__init__(service, {"State": {"Running": True, "Pid": 4321}, "Name": f"/{service}-1"})
+        self.statuses, self.identities, self.refusal, self.done = list(statuses), list(identities), refusal, []
+
+    def refresh(self):
+        return self
+
+    def ready(self):
+        return True
+
+    def identity(self):
+        return self.identities.pop(0) if len(self.identities) > 1 else self.identities[0]
+
+    def http_get(self, path):
+        return (self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]), ""
+
+    def crash_refusal(self):
+        return self.refusal
+
+    def stop(self):
+        self.done.append("stop")
+
+    def start(self):
+        self.done.append("start")
+
+
+@pytest.fixture
+def fast_drills(monkeypatch):
+    monkeypatch.setattr(chaos, "CHAOS_HEALTH_BOUND", 0.05)
+    monkeypatch.setattr(chaos, "CHAOS_RESTART_BOUND", 0.05)
+    monkeypatch.setattr(chaos.time, "sleep", lambda s: None)
+
+
+def outage(api_statuses, api_identities=("a",)):
+    api, db = Drilled(API, api_statuses, api_identities), Drilled(POSTGRES)
+    api.stack = db.stack = {API: api, POSTGRES: db}
+    return drill_db_outage(api), db.done
+
+
+def test_outage_drill_passes_on_503_then_200_without_an_api_restart(fast_drills):
+    assert outage([503, 200]) == (
+        (PASS, "/health 503 while PostgreSQL was stopped, 200 once it was back, API not restarted"),
+        ["stop", "start"])
+
+
+def test_outage_drill_fails_when_the_api_restarted(fast_drills):
+    assert outage([503, 200], ["a", "b"])[0] == (FAIL, "the API restarted during the outage")
+
+
+def test_outage_drill_fails_without_503_and_still_brings_postgres_back(fast_drills):
+    (result, detail), done = outage([200])
+    assert result == FAIL and detail.startswith("/health did not turn 503 within")
+    assert done == ["stop", "start"]
+
+
+def test_kill_drill_kills_nothing_when_the_restart_policy_would_leave_the_api_down(monkeypatch, fast_drills):
+    killed = []
+    monkeypatch.setattr(chaos.os, "kill", lambda pid, sig: killed.append(pid))
+    api = Drilled(API, refusal="restart policy 'no': a crash would leave it down (not killed)")
+    assert drill_kill_api(api) == (FAIL, "restart policy 'no': a crash would leave it down (not killed)")
+    assert killed == []
