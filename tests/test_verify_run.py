@@ -141,7 +141,8 @@ class Drilled(Target):
 
     def __init__(self, service, statuses=(200,), identities=("a",), refusal=None):
         super().__init__(service, {"State": {"Running": True, "Pid": 4321}, "Name": f"/{service}-1"})
-        self.statuses, self.identities, self.refusal, self.done = list(statuses), list(identities), refusal, []
+        self.statuses, self.identities = list(statuses), list(identities)
+        self.refusal, self.done = refusal, []
 
     def refresh(self):
         return self
