@@ -314,22 +314,6 @@ def context_copy(ctx: Path) -> Path:
     return ctx
 
 
-def build_proposal(docker: Docker, name: str, ca_bundle: Path | None) -> str:
-    """Our image with bench/proposals/<name>.patch applied to a copy of app/ (app/ itself is untouched)."""
-    patch = BENCH / "proposals" / f"{name}.patch"
-    tag = f"items-bench-proposal-{name}:local"
-    with tempfile.TemporaryDirectory(prefix="items-bench-proposal-") as tmp:
-        ctx = context_copy(Path(tmp) / "ctx")
-        with open(patch) as f:
-            run(["patch", "-p1", "-d", str(ctx), "--no-backup-if-mismatch"], cwd=ctx, env=None,
-                capture=True, check=True, timeout=60, stdin=f)
-        secret = ["--secret", f"id=extra_ca,src={ca_bundle}"] if ca_bundle else []
-        docker("buildx", "build", "--progress=plain", *secret, "-f", "build/Dockerfile", "-t", tag, str(ctx),
-               timeout=1800)
-    log(f"built {tag} from {patch.relative_to(ROOT)}")
-    return tag
-
-
 class Bench:
     def __init__(self, settings: Settings):
         self.s = settings
@@ -1443,8 +1427,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-scenarios", default="get,mix")
     p.add_argument("--tune-latency-rate", type=int, default=0, metavar="RPS",
                    help="with --tune: also GET /items/<id> at this fixed rate (p50/p99)")
-    p.add_argument("--build-proposal", action="append", default=[], metavar="NAME",
-                   help="build items-bench-proposal-NAME:local from bench/proposals/NAME.patch (for --tune IMAGE=...)")
     args = p.parse_args(argv)
 
     ours_env = {k: os.environ[k] for k in OUR_SETTINGS if os.environ.get(k)}
@@ -1465,8 +1447,6 @@ def main(argv: list[str] | None = None) -> int:
         s.project = args.project
     random.seed()
     bench = Bench(s)
-    for name in args.build_proposal:
-        build_proposal(bench.docker, name, bench.ca_bundle)
     if args.tune:
         variants = [parse_env_overrides([part]) for part in args.tune.split(";") if part.strip()]
         tune(bench, variants, tuple(args.tune_scenarios.split(",")), args.tune_latency_rate)
