@@ -1351,35 +1351,7 @@ def print_summary(a: dict) -> None:
         print(f"  [{'met   ' if c['met'] else 'MISSED'}] {c['target']}: {vs} (goal {c['detail']})")
 
 
-def _between_markers(path: Path, name: str, body: str) -> None:
-    """Replace what sits between `<!-- name:start -->` and `<!-- name:end -->` in `path`."""
-    if not path.exists():
-        return
-    text = path.read_text()
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in text or end not in text:
-        return
-    path.write_text(text.split(start)[0] + start + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1])
-
-
-def _section(md: str, title: str) -> str:
-    """One `## title` section of the report, without its heading."""
-    match = re.search(rf"^## {re.escape(title)}.*?\n(.*?)(?=^## |\Z)", md, flags=re.MULTILINE | re.DOTALL)
-    return match.group(1).strip() if match else ""
-
-
-def update_readme(md: str) -> None:
-    """Put the latest full run into bench/README.md (whole) and README.md (throughput and targets)."""
-    body = md.split("\n", 1)[1].replace("](latest.png)", "](results/latest.png)")
-    _between_markers(BENCH / "README.md", "latest-results", re.sub(r"^## ", "### ", body, flags=re.MULTILINE))
-    run_line = md.splitlines()[2] if len(md.splitlines()) > 2 else ""
-    summary = (f"{run_line}\n\nThroughput, requests per second (wrk, 32 connections, median and min–max of the "
-               f"alternating runs):\n\n{_section(md, 'Throughput')}\n\nEvery target of the issue, from the same "
-               f"run:\n\n{_section(md, 'Targets')}").replace("](latest.png)", "](bench/results/latest.png)")
-    _between_markers(BENCH.parent / "README.md", "bench-summary", summary)
-
-
-def write_outputs(results: dict, out: Path, want_chart: bool, readme: bool) -> dict:
+def write_outputs(results: dict, out: Path, want_chart: bool) -> dict:
     a = analyse(results)
     results["analysis"] = a
     out.mkdir(parents=True, exist_ok=True)
@@ -1388,8 +1360,6 @@ def write_outputs(results: dict, out: Path, want_chart: bool, readme: bool) -> d
     (out / "latest.md").write_text(md + "\n")
     if want_chart:
         chart(results, a, out / "latest.png")
-    if readme:
-        update_readme(md)
     log(f"wrote {out / 'latest.json'}, latest.md{', latest.png' if want_chart else ''}")
     return a
 
@@ -1453,7 +1423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log(f"{'smoke' if s.smoke else 'full'} run, project {s.project}, results in {s.out}")
     results = bench.execute()
-    a = write_outputs(results, s.out, s.chart, readme=not s.smoke and s.out == BENCH / "results")
+    a = write_outputs(results, s.out, s.chart)
     print_summary(a)
     log(f"done in {results['elapsed_s'] / 60:.1f} min")
     return 0
