@@ -83,22 +83,30 @@ def throughput_plan(s: Settings) -> list[Step]:
     return plan
 
 
-def throughput(stack: Stack, load: Load, results: Results, monitor: PgMonitor) -> None:
+def alternate(stack: Stack, load: Load, results: Results, plan: list[Step], label: str,
+              monitor: PgMonitor | None = None) -> None:
+    """Every step of `plan` in each repetition, its candidates taking turns (who goes first rotates)."""
     s = stack.settings
-    if s.warmup:
-        warm_up(stack, load)
     for rep in range(1, s.reps + 1):
-        log(f"throughput, repetition {rep}/{s.reps}")
-        for scenario, conns, keys in throughput_plan(s):
+        log(f"{label}, repetition {rep}/{s.reps}")
+        for scenario, conns, keys in plan:
             for key in rotate(keys, rep - 1):  # nobody always goes first
-                monitor.current = (key, conns)
+                if monitor:
+                    monitor.current = (key, conns)
                 if key == "pgbench":
                     r = load.pgbench(conns, s.duration, rep)
                 else:
                     r = load.wrk(stack.candidates[key], scenario, conns, s.duration, rep)
                 results.runs.append(r)
                 log_run(r)
-    monitor.current = None
+    if monitor:
+        monitor.current = None
+
+
+def throughput(stack: Stack, load: Load, results: Results, monitor: PgMonitor) -> None:
+    if stack.settings.warmup:
+        warm_up(stack, load)
+    alternate(stack, load, results, throughput_plan(stack.settings), "throughput", monitor)
 
 
 def latency_rates(results: Results) -> dict[str, float]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .analysis import Throughput
+from .comparison import alternate
 from .config import PEERS, Settings
 from .containers import clone_ours, start_ceiling, start_peer
-from .load import Load, log_latency_run, log_run
+from .load import Load, log_latency_run
 from .records import Results, to_json, write_json
 from .report import f0, f2
 from .shell import Docker, log
@@ -58,13 +59,7 @@ def measure(stack: Stack, load: Load, results: Results, keys: list[str], scenari
     plan = [(scn, s.connections, [*keys, "flask"] + ([f"ceiling-{k}" for k in keys] if scn == "get" else []))
             for scn in scenarios]
     plan.append(("get", s.high_connections, keys))
-    for rep in range(1, s.reps + 1):
-        log(f"tuning, repetition {rep}/{s.reps}")
-        for scn, conns, ks in plan:
-            for key in rotate(ks, rep - 1):
-                r = load.wrk(stack.candidates[key], scn, conns, s.duration, rep)
-                results.runs.append(r)
-                log_run(r)
+    alternate(stack, load, results, plan, "tuning")
     if not latency_rate:
         return
     for rep in range(1, s.latency_reps + 1):
