@@ -69,6 +69,8 @@ def _ca_bundle() -> Path | None:
 
 
 class Stack:
+    """Our stack and everything the run started beside it (`candidates`, by key)."""
+
     def __init__(self, settings: Settings, docker: Docker):
         self.settings = settings
         self.docker = docker
