@@ -27,8 +27,8 @@ test: venv  ## Run every test (needs PostgreSQL server binaries; e2e tests need 
 test-fast: venv  ## Run the tests that need no container engine
 	$(BIN)/pytest -m "not e2e"
 
-lint: venv  ## Lint the Dockerfile with hadolint
-	$(BIN)/hadolint build/Dockerfile
+lint: venv  ## Lint every Dockerfile (hadolint) and shell script (shellcheck)
+	$(BIN)/python tools/lint.py
 
 lock: venv  ## Re-resolve requirements/*.in into hash-locked requirements/*.txt
 	cd requirements && ../$(PIP_COMPILE) -o prod.txt prod.in && ../$(PIP_COMPILE) -o dev.txt dev.in

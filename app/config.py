@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import psycopg.conninfo
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_BODY_BYTES = 64 * 1024
 
 
 class ConfigError(Exception):
@@ -32,12 +33,17 @@ class Config:
     pool_max: int = 4
     pool_timeout: float = 3.0
     log_level: str = "INFO"
-    max_body_bytes: int = 1024 * 1024
+    # An item is at most ~27 KiB of JSON (2,200 characters, each at most 12
+    # bytes escaped): a bigger body can only be padding or an attack.
+    max_body_bytes: int = MAX_BODY_BYTES
     host: str = "0.0.0.0"
     port: int = 5000
     workers: int = 1
     # None means "as many as the pool has connections" (see `threads`).
     blocking_threads: int | None = None
+    # Seconds without any answer on /health/live before the server restarts
+    # itself (see `watchdog`); 0 turns the watchdog off.
+    watchdog_timeout: float = 30.0
 
     @property
     def threads(self) -> int:
@@ -70,13 +76,14 @@ class Config:
             pool_max=pool_max,
             pool_timeout=_number(env, "DB_POOL_TIMEOUT", 3.0, low=0.1, high=300),
             log_level=log_level,
-            max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024, high=2**31),
+            max_body_bytes=_integer(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, low=1024, high=2**31),
             host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
             port=_integer(env, "PORT", 5000, low=1, high=65535),
             workers=_integer(env, "WORKERS", 1, low=1, high=64),
             blocking_threads=(
                 _integer(env, "BLOCKING_THREADS", 0, low=1, high=1024) if blocking else None
             ),
+            watchdog_timeout=_watchdog(env),
         )
 
 
@@ -123,6 +130,13 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high:
     value = int(raw)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _watchdog(env: Mapping[str, str]) -> float:
+    value = _number(env, "WATCHDOG_TIMEOUT", 30.0, low=0, high=3600)
+    if 0 < value < 5:
+        raise ConfigError(f"WATCHDOG_TIMEOUT must be 0 (off) or at least 5 seconds, got {value:g}")
     return value
 
 

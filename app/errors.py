@@ -32,6 +32,7 @@ class Problem(Exception):
         detail: str,
         *,
         errors: list[dict[str, str]] | None = None,
+        omitted: int = 0,
         headers: dict[str, str] | None = None,
     ):
         super().__init__(detail)
@@ -39,6 +40,8 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.errors = errors
+        # Errors left out of `errors` (the list is capped).
+        self.omitted = omitted
         self.headers = headers or {}
 
 
@@ -51,6 +54,8 @@ def problem_response(problem: Problem) -> Response:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    if problem.omitted:
+        body["errors_omitted"] = problem.omitted
     response = Response(json.dumps(body), problem.status, mimetype=PROBLEM_TYPE)
     response.headers.update(problem.headers)
     return response

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 DEFAULT_PORT = 5000
 
 
-def probe(port: int, timeout: float = 2.0) -> bool:
-    """True when the server on 127.0.0.1:`port` answers 200 on /health/live."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def probe(port: int, timeout: float = 2.0, host: str = "127.0.0.1") -> bool:
+    """True when the server on `host`:`port` answers 200 on /health/live."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/health/live")
         return conn.getresponse().status == 200

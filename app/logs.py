@@ -3,7 +3,8 @@
 Everything goes through python-json-logger: the application's own events,
 psycopg's pool warnings, and Granian's server messages (see `granian_config`),
 so a log shipper reads one format. Request bodies and headers are never
-logged; configuration is logged without its password.
+logged; configuration is logged without its password. Fields taken from the
+request are clipped (`clip`), so no client decides how long a line is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from flask import Flask, Response, g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
+# Characters a log line takes from one request field (path, method): a 64 KB
+# path must not make a 64 KB line. What is cut is said at the end.
+FIELD_MAX = 512
 
 FORMATTER = {
     "()": "pythonjsonlogger.json.JsonFormatter",
@@ -85,13 +89,20 @@ def _finish_request(response: Response) -> Response:
     logging.getLogger("app.request").info(
         "request",
         extra={
-            "method": request.method,
-            "path": request.path,
+            "method": clip(request.method),
+            "path": clip(request.path),
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - g.started) * 1000, 3),
         },
     )
     return response
+
+
+def clip(text: str) -> str:
+    """`text`, or its first FIELD_MAX characters and how many more there were."""
+    if len(text) <= FIELD_MAX:
+        return text
+    return f"{text[:FIELD_MAX]}...[{len(text) - FIELD_MAX} more characters]"
 
 
 def init_app(app: Flask) -> None:

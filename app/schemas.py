@@ -26,6 +26,8 @@ from pydantic import (
 MAX_PRICE = Decimal(10_000_000_000)
 MAX_QUANTITY = 2_147_483_647
 MAX_ID = 2**63 - 1
+# Digits (and exponent) a written price may have; numeric(12,2) needs 12.
+MAX_DIGITS = 40
 SORT_FIELDS = ("id", "name", "price", "quantity", "created_at", "updated_at")
 READ_ONLY_FIELDS = ("id", "created_at", "updated_at", "version")
 
@@ -58,7 +60,22 @@ def _json_number(value: Any) -> Decimal:
     """A price is a JSON number: parsed as Decimal, or an integer; not a bool or a string."""
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise ValueError("must be a number")
-    return Decimal(value)
+    return _bounded(Decimal(value))
+
+
+def _bounded(value: Decimal | None) -> Decimal | None:
+    """A decimal PostgreSQL can take: few digits, a small exponent.
+
+    ``0e-16384`` is zero and ``1.000…`` (16,384 zeros) is one, but numeric
+    refuses both (its scale stops at 16,383), so they are refused here, as
+    bad input, before any SQL.
+    """
+    if value is None or not value.is_finite():
+        return value
+    digits, exponent = len(value.as_tuple().digits), value.as_tuple().exponent
+    if digits > MAX_DIGITS or not -MAX_DIGITS <= exponent <= MAX_DIGITS:
+        raise ValueError(f"must be written with at most {MAX_DIGITS} digits and a small exponent")
+    return value
 
 
 Name = Annotated[
@@ -197,11 +214,13 @@ class ListQuery(BaseModel):
     min_price: Annotated[
         Decimal | None,
         Field(ge=0, lt=MAX_PRICE),
+        AfterValidator(_bounded),
         WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMaximum": int(MAX_PRICE)}),
     ] = None
     max_price: Annotated[
         Decimal | None,
         Field(ge=0, lt=MAX_PRICE),
+        AfterValidator(_bounded),
         WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMaximum": int(MAX_PRICE)}),
     ] = None
     min_quantity: Annotated[int | None, Field(ge=0, le=MAX_QUANTITY)] = None
@@ -228,7 +247,9 @@ class FieldError(BaseModel):
     message: str
 
 
-class Problem(BaseModel):
+# The body of every error (the exception `errors.Problem` becomes one),
+# published under its title, "Problem". (The docstring is the schema's description.)
+class ProblemDocument(BaseModel):
     """RFC 9457 problem details."""
 
     model_config = ConfigDict(title="Problem")
@@ -238,7 +259,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = Field(
-        default=None, description="Validation errors: every offending field or parameter."
+        default=None,
+        description="Validation errors: the offending fields or parameters (the first 50).",
+    )
+    errors_omitted: int | None = Field(
+        default=None, ge=1, description="How many more errors there were than `errors` lists."
     )
 
 

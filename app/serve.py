@@ -5,19 +5,24 @@ Granian starts `WORKERS` processes; each imports the app and calls
 the app on `BLOCKING_THREADS` threads, by default as many as the pool has
 connections: Granian's own default (hundreds of threads) would only make
 requests queue on the pool while fighting over the GIL.
+
+HTTP/1.1 only: Granian's HTTP/2 lets a client that opens a few streams,
+sends part of each body and hangs up leak the blocking threads for good, so
+the API never speaks it; the edge speaks HTTP/2 to clients where wanted.
 """
 
 from __future__ import annotations
 
 import logging
 
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
 from . import logs
 from .config import Config
+from .watchdog import EXIT_WEDGED, Watchdog
 
 log = logging.getLogger("app.serve")
 
@@ -40,6 +45,7 @@ def serve(config: Config) -> int:
             "workers": config.workers,
             "blocking_threads": config.threads,
             "pool_max": config.pool_max,
+            "watchdog_timeout": config.watchdog_timeout,
         },
     )
     server = Server(
@@ -48,6 +54,7 @@ def serve(config: Config) -> int:
         address=config.host,
         port=config.port,
         interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
         workers=config.workers,
         blocking_threads=config.threads,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS),
@@ -57,5 +64,11 @@ def serve(config: Config) -> int:
         respawn_failed_workers=True,
         workers_kill_timeout=WORKERS_KILL_TIMEOUT,
     )
+    watchdog = None
+    if config.watchdog_timeout:
+        watchdog = Watchdog(
+            config.host, config.port, config.watchdog_timeout, stop_grace=WORKERS_KILL_TIMEOUT + 4
+        )
+        watchdog.start()
     server.serve()
-    return 0
+    return EXIT_WEDGED if watchdog and watchdog.fired.is_set() else 0

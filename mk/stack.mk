@@ -9,7 +9,7 @@ SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pg
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 
-.PHONY: up down logs psql verify build
+.PHONY: up down logs psql verify verify-docs build
 
 .env:
 	cp .env.example $@
@@ -45,3 +45,6 @@ psql:  ## Open psql in the database as the postgres superuser
 
 verify: venv  ## Check the running stack's hardening (tools/verify_stack.py)
 	$(BIN)/python tools/verify_stack.py
+
+verify-docs: venv  ## Regenerate docs/verify.md's check table from the checks' code
+	$(BIN)/python tools/verify_stack.py --update-docs

@@ -81,8 +81,8 @@ class Server:
             try:
                 if requests.get(self.url + "/health/ready", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or still starting its worker
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not become ready in 30 s")
@@ -155,6 +155,28 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid`, from /proc (on the engine's host, for a container's)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def granian_workers(main_pid: int) -> list[int]:
+    """The worker processes of the server whose container or process has main pid `main_pid`.
+
+    Under tini (`init: true`) the main pid is tini, whose one child is Granian's main process;
+    otherwise it is Granian's main process itself. The workers are that process's children.
+    """
+    serving = main_pid
+    if b"serve" not in Path(f"/proc/{main_pid}/cmdline").read_bytes():
+        (serving,) = children(main_pid)
+    workers = children(serving)
+    assert workers, f"no Granian worker under pid {main_pid}"
+    return workers
 
 
 # What HTTP itself puts in an answer; an OpenAPI document describes the other headers.

@@ -16,7 +16,7 @@ SECRET = "Sup3r-Secret-Value"
 def bare_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (
         "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
-        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS")}
+        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT")}
     env.update(overrides)
     return env
 
@@ -36,6 +36,8 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "MAX_BODY_BYTES": "-1"}, "MAX_BODY_BYTES"),
         ({"DATABASE_URL": URL, "PORT": "70000"}, "PORT"),
         ({"DATABASE_URL": URL, "WORKERS": "0"}, "WORKERS"),
+        ({"DATABASE_URL": URL, "WATCHDOG_TIMEOUT": "2"}, "WATCHDOG_TIMEOUT"),
+        ({"DATABASE_URL": URL, "WATCHDOG_TIMEOUT": "soon"}, "WATCHDOG_TIMEOUT"),
         ({"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": "/nonexistent/secret"}, "DATABASE_PASSWORD_FILE"),
     ],
 )

@@ -62,3 +62,10 @@ def test_a_stopped_server_has_written_the_line_of_every_request_it_answered(migr
     lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
     assert sum(line.get("request_id") == request_id for line in lines) == 200
 
+
+def test_a_64_kb_path_makes_a_short_log_line_that_says_it_was_cut(api, server):
+    long_path = "/items/" + "a" * 65_000
+    assert api.get(long_path, headers={"X-Request-ID": "long-path-1"}, timeout=10).status_code == 404
+    (line,) = request_lines(server, "long-path-1")
+    assert len(json.dumps(line)) < 2048
+    assert line["path"] == long_path[:512] + f"...[{len(long_path) - 512} more characters]"

@@ -30,7 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from tools import verify_stack as vs
+from tools import verify_stack as cli
+from tools.verify import checks, engine, values
+from tools.verify.model import API, PGADMIN, POSTGRES, CannotRun, Finding
+from tools.verify.registry import Check, run_check
+from tools.verify.report import exit_code, render
+from tools.verify.run import COMPOSE, verify
+from tools.verify.targets import Target
 
 DATA = Path(__file__).parent / "data" / "inspect"
 
@@ -39,17 +45,17 @@ def record(name: str) -> dict:
     return json.loads((DATA / f"{name}.json").read_text())
 
 
-def target(name: str, service: str = vs.POSTGRES, **changes) -> vs.Target:
+def target(name: str, service: str = POSTGRES, **changes) -> Target:
     attrs = copy.deepcopy(record(name))
     for key, value in changes.items():
         attrs[key] = value
-    return vs.Target(service, attrs)
+    return Target(service, attrs)
 
 
-class FakeTarget(vs.Target):
+class FakeTarget(Target):
     """A Target whose exec and HTTP answers are scripted."""
 
-    def __init__(self, attrs, service=vs.POSTGRES, execs=(), http=None, stack=None):
+    def __init__(self, attrs, service=POSTGRES, execs=(), http=None, stack=None):
         super().__init__(service, attrs, stack=stack)
         self.execs = list(execs)
         self.commands = []
@@ -86,7 +92,7 @@ class FakeTarget(vs.Target):
     ],
 )
 def test_no_new_privileges_is_parsed_exactly(opts, expected):
-    assert vs.no_new_privileges(opts) is expected
+    assert values.no_new_privileges(opts) is expected
 
 
 @pytest.mark.parametrize(
@@ -99,25 +105,25 @@ def test_no_new_privileges_is_parsed_exactly(opts, expected):
     ],
 )
 def test_capabilities(host_config, expected):
-    assert vs.capabilities(host_config) == expected
+    assert values.capabilities(host_config) == expected
 
 
 def test_port_bindings_from_live_ports_and_fallback():
-    assert vs.port_bindings(record("postgres-strict")) == [("5432/tcp", "127.0.0.1", "32770")]
-    assert vs.port_bindings(record("postgres-weak")) == [("5432/tcp", "0.0.0.0", "32768")]
-    assert vs.port_bindings(record("python-root")) == []
+    assert values.port_bindings(record("postgres-strict")) == [("5432/tcp", "127.0.0.1", "32770")]
+    assert values.port_bindings(record("postgres-weak")) == [("5432/tcp", "0.0.0.0", "32768")]
+    assert values.port_bindings(record("python-root")) == []
     stopped = {"NetworkSettings": {"Ports": {}},
                "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}}}
-    assert vs.port_bindings(stopped) == [("80/tcp", "0.0.0.0", "8080")]
+    assert values.port_bindings(stopped) == [("80/tcp", "0.0.0.0", "8080")]
 
 
 def test_published_port_prefers_tcp_and_reaches_wildcards_through_loopback():
-    assert vs.published_port(record("pgadmin-strict")) == ("127.0.0.1", 32771)
-    assert vs.published_port(record("postgres-weak")) == ("127.0.0.1", 32768)
+    assert values.published_port(record("pgadmin-strict")) == ("127.0.0.1", 32771)
+    assert values.published_port(record("postgres-weak")) == ("127.0.0.1", 32768)
     v6 = {"NetworkSettings": {"Ports": {"53/udp": [{"HostIp": "::1", "HostPort": "53"}],
                                         "5000/tcp": [{"HostIp": "::1", "HostPort": "5001"}]}}}
-    assert vs.published_port(v6) == ("[::1]", 5001)
-    assert vs.published_port(record("python-root")) is None
+    assert values.published_port(v6) == ("[::1]", 5001)
+    assert values.published_port(record("python-root")) is None
 
 
 @pytest.mark.parametrize(
@@ -126,7 +132,7 @@ def test_published_port_prefers_tcp_and_reaches_wildcards_through_loopback():
      ("192.168.1.10", False), ("", False), ("localhost", False)],
 )
 def test_is_loopback(ip, expected):
-    assert vs.is_loopback(ip) is expected
+    assert values.is_loopback(ip) is expected
 
 
 @pytest.mark.parametrize(
@@ -136,7 +142,7 @@ def test_is_loopback(ip, expected):
      "GOOGLE_APPLICATION_CREDENTIALS", "POSTGRES_PASSWORD_FILE"],
 )
 def test_secret_looking_names(name):
-    assert vs.looks_secret(name)
+    assert values.looks_secret(name)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +150,7 @@ def test_secret_looking_names(name):
              "PASSENGER_COUNT"],
 )
 def test_ordinary_names(name):
-    assert not vs.looks_secret(name)
+    assert not values.looks_secret(name)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +168,7 @@ def test_ordinary_names(name):
     ],
 )
 def test_env_secret_problem(name, value, problem):
-    assert vs.env_secret_problem(name, value) == problem
+    assert values.env_secret_problem(name, value) == problem
 
 
 @pytest.mark.parametrize(
@@ -175,100 +181,100 @@ def test_env_secret_problem(name, value, problem):
     ],
 )
 def test_restart_policy(policy, expected, shown):
-    assert vs.restart_policy({"RestartPolicy": policy}) == expected
-    assert vs.format_restart(*expected) == shown
+    assert values.restart_policy({"RestartPolicy": policy}) == expected
+    assert values.format_restart(*expected) == shown
 
 
 @pytest.mark.parametrize(("user", "uid"), [("999:999", "999"), ("5050", "5050"), ("", None), (None, None),
                                             ("root", "root"), ("0:0", "0"), ("postgres", "postgres")])
 def test_config_uid(user, uid):
-    assert vs.config_uid(user) == uid
+    assert values.config_uid(user) == uid
 
 
 def test_database_target_from_the_api_url():
-    assert vs.database_target({"DATABASE_URL": "postgresql://items@postgres:5432/itemsdb"}) == ("items", "itemsdb")
-    assert vs.database_target({}) == ("app", "appdb")
+    assert values.database_target({"DATABASE_URL": "postgresql://items@postgres:5432/itemsdb"}) == ("items", "itemsdb")
+    assert values.database_target({}) == ("app", "appdb")
 
 
 def test_compose_project_name_follows_composes_order(tmp_path):
     root = tmp_path / "My Repo.v2"
     root.mkdir()
-    assert vs.compose_project_name(root, {}) == "myrepov2"
+    assert engine.compose_project_name(root, {}) == "myrepov2"
     (root / "compose.yaml").write_text("# stack\nname: kit\nservices: {}\n")
-    assert vs.compose_project_name(root, {}) == "kit"
+    assert engine.compose_project_name(root, {}) == "kit"
     (root / ".env").write_text("API_PORT=5001\nCOMPOSE_PROJECT_NAME='from-dotenv'\n")
-    assert vs.compose_project_name(root, {}) == "from-dotenv"
-    assert vs.compose_project_name(root, {"COMPOSE_PROJECT_NAME": "_CI_Run"}) == "ci_run"
+    assert engine.compose_project_name(root, {}) == "from-dotenv"
+    assert engine.compose_project_name(root, {"COMPOSE_PROJECT_NAME": "_CI_Run"}) == "ci_run"
 
 
 def test_profile_follows_the_compose_files_label():
-    prod = vs.Target("x", {"Config": {"Labels": {vs.CONFIG_FILES_LABEL: "/r/compose.yaml,/r/compose.prod.yaml"}}})
-    dev = vs.Target("x", {"Config": {"Labels": {vs.CONFIG_FILES_LABEL: "/r/compose.yaml"}}})
-    assert vs.detect_profile({"a": dev, "b": prod}) == "prod"
-    assert vs.detect_profile({"a": dev}) == "dev"
-    assert vs.detect_profile({"a": target("postgres-strict")}) == "dev"
+    prod = Target("x", {"Config": {"Labels": {engine.CONFIG_FILES_LABEL: "/r/compose.yaml,/r/compose.prod.yaml"}}})
+    dev = Target("x", {"Config": {"Labels": {engine.CONFIG_FILES_LABEL: "/r/compose.yaml"}}})
+    assert engine.detect_profile({"a": dev, "b": prod}) == "prod"
+    assert engine.detect_profile({"a": dev}) == "dev"
+    assert engine.detect_profile({"a": target("postgres-strict")}) == "dev"
 
 
 # --- checks against the captured records --------------------------------------------------------
 
 CASES = [
     # (record, check, expected result, a fragment of the detail)
-    ("postgres-strict", vs.check_running, "pass", "running"),
-    ("postgres-strict", vs.check_healthy, "pass", "healthy"),
-    ("postgres-weak", vs.check_healthy, "fail", "no health status"),
-    ("postgres-strict", vs.check_healthcheck, "pass", "pg_isready"),
-    ("postgres-weak", vs.check_healthcheck, "fail", "disabled (NONE)"),
-    ("python-root", vs.check_healthcheck, "fail", "none defined"),
-    ("postgres-strict", vs.check_user, "pass", "999:999"),
-    ("pgadmin-strict", vs.check_user, "pass", "5050"),
-    ("postgres-weak", vs.check_user, "fail", "unset"),
-    ("postgres-strict", vs.check_processes, "pass", "uids 999"),
-    ("postgres-weak", vs.check_processes, "pass", "uids 999"),  # the entrypoint drops root: USER still fails
-    ("python-root", vs.check_processes, "fail", "as root"),
-    ("postgres-strict", vs.check_read_only, "pass", "read-only"),
-    ("postgres-weak", vs.check_read_only, "fail", "writable"),
-    ("postgres-strict", vs.check_no_new_privileges, "pass", "no-new-privileges:true"),
-    ("pgadmin-strict", vs.check_no_new_privileges, "pass", "no-new-privileges"),
-    ("python-root", vs.check_no_new_privileges, "pass", "no-new-privileges=true"),
-    ("postgres-weak", vs.check_no_new_privileges, "fail", "no-new-privileges:false"),
-    ("postgres-strict", vs.check_capabilities, "pass", "ALL dropped, none added"),
-    ("postgres-weak", vs.check_capabilities, "fail", "added NET_ADMIN, SYS_PTRACE"),
-    ("python-root", vs.check_capabilities, "fail", "lacks ALL"),
-    ("postgres-strict", vs.check_not_privileged, "pass", ""),
-    ("python-root", vs.check_not_privileged, "fail", "privileged"),
-    ("postgres-strict", vs.check_host_namespaces, "pass", ""),
-    ("postgres-weak", vs.check_host_namespaces, "fail", "pid=host"),
-    ("python-root", vs.check_host_namespaces, "fail", "network=host, ipc=host"),
-    ("postgres-strict", vs.check_docker_socket, "pass", ""),
-    ("postgres-weak", vs.check_docker_socket, "fail", "/var/run/docker.sock"),
-    ("postgres-strict", vs.check_memory, "pass", "256 MiB"),
-    ("postgres-weak", vs.check_memory, "fail", "no memory limit"),
-    ("postgres-strict", vs.check_cpu, "pass", "1 CPUs"),
-    ("pgadmin-strict", vs.check_cpu, "pass", "0.5 CPUs"),
-    ("postgres-weak", vs.check_cpu, "fail", "no CPU limit"),
-    ("postgres-strict", vs.check_pids, "pass", "100 pids"),
-    ("postgres-weak", vs.check_pids, "fail", "no pids limit"),
-    ("pgadmin-strict", vs.check_restart, "pass", "unless-stopped"),
-    ("postgres-weak", vs.check_restart, "fail", "always, expected unless-stopped"),
-    ("postgres-strict", vs.check_restart, "fail", "on-failure:5, expected unless-stopped"),
-    ("postgres-strict", vs.check_ports_loopback, "pass", "127.0.0.1:32770->5432/tcp"),
-    ("python-root", vs.check_ports_loopback, "pass", "nothing published"),
-    ("postgres-weak", vs.check_ports_loopback, "fail", "0.0.0.0:32768->5432/tcp"),
-    ("python-root", vs.check_db_unpublished, "pass", "not published"),
-    ("postgres-strict", vs.check_db_unpublished, "fail", "published on 127.0.0.1:32770"),
-    ("postgres-strict", vs.check_secrets_mounted, "pass", "/run/secrets/db_password"),
-    ("postgres-weak", vs.check_secrets_mounted, "pass", "/run/secrets/locked"),
-    ("python-root", vs.check_secrets_mounted, "fail", "nothing mounted"),
-    ("postgres-strict", vs.check_env_secrets, "pass", ""),
-    ("pgadmin-strict", vs.check_env_secrets, "pass", ""),
-    ("postgres-weak", vs.check_env_secrets, "fail", "API_TOKEN carries a value; POSTGRES_PASSWORD carries"),
-    ("postgres-strict", vs.check_db_volume, "pass", "volume vs-pgdata"),
-    ("postgres-weak", vs.check_db_volume, "fail", "anonymous volume"),
-    ("python-root", vs.check_db_volume, "fail", "nothing mounted"),
-    ("postgres-strict", vs.check_log_rotation, "pass", "max-size 10m, max-file 3"),
-    ("pgadmin-strict", vs.check_log_rotation, "pass", "local"),
-    ("postgres-weak", vs.check_log_rotation, "fail", "without max-size"),
-    ("python-root", vs.check_log_rotation, "fail", "driver none"),
+    ("postgres-strict", checks.check_running, "pass", "running"),
+    ("postgres-strict", checks.check_healthy, "pass", "healthy"),
+    ("postgres-weak", checks.check_healthy, "fail", "no health status"),
+    ("postgres-strict", checks.check_healthcheck, "pass", "pg_isready"),
+    ("postgres-weak", checks.check_healthcheck, "fail", "disabled (NONE)"),
+    ("python-root", checks.check_healthcheck, "fail", "none defined"),
+    ("postgres-strict", checks.check_user, "pass", "999:999"),
+    ("pgadmin-strict", checks.check_user, "pass", "5050"),
+    ("postgres-weak", checks.check_user, "fail", "unset"),
+    ("postgres-strict", checks.check_processes, "pass", "uids 999"),
+    ("postgres-weak", checks.check_processes, "pass", "uids 999"),  # the entrypoint drops root: USER still fails
+    ("python-root", checks.check_processes, "fail", "as root"),
+    ("postgres-strict", checks.check_read_only, "pass", "read-only"),
+    ("postgres-weak", checks.check_read_only, "fail", "writable"),
+    ("postgres-strict", checks.check_no_new_privileges, "pass", "no-new-privileges:true"),
+    ("pgadmin-strict", checks.check_no_new_privileges, "pass", "no-new-privileges"),
+    ("python-root", checks.check_no_new_privileges, "pass", "no-new-privileges=true"),
+    ("postgres-weak", checks.check_no_new_privileges, "fail", "no-new-privileges:false"),
+    ("postgres-strict", checks.check_capabilities, "pass", "ALL dropped, none added"),
+    ("postgres-weak", checks.check_capabilities, "fail", "added NET_ADMIN, SYS_PTRACE"),
+    ("python-root", checks.check_capabilities, "fail", "lacks ALL"),
+    ("postgres-strict", checks.check_not_privileged, "pass", ""),
+    ("python-root", checks.check_not_privileged, "fail", "privileged"),
+    ("postgres-strict", checks.check_host_namespaces, "pass", ""),
+    ("postgres-weak", checks.check_host_namespaces, "fail", "pid=host"),
+    ("python-root", checks.check_host_namespaces, "fail", "network=host, ipc=host"),
+    ("postgres-strict", checks.check_docker_socket, "pass", ""),
+    ("postgres-weak", checks.check_docker_socket, "fail", "/var/run/docker.sock"),
+    ("postgres-strict", checks.check_memory, "pass", "256 MiB"),
+    ("postgres-weak", checks.check_memory, "fail", "no memory limit"),
+    ("postgres-strict", checks.check_cpu, "pass", "1 CPUs"),
+    ("pgadmin-strict", checks.check_cpu, "pass", "0.5 CPUs"),
+    ("postgres-weak", checks.check_cpu, "fail", "no CPU limit"),
+    ("postgres-strict", checks.check_pids, "pass", "100 pids"),
+    ("postgres-weak", checks.check_pids, "fail", "no pids limit"),
+    ("pgadmin-strict", checks.check_restart, "pass", "unless-stopped"),
+    ("postgres-weak", checks.check_restart, "fail", "always, expected unless-stopped"),
+    ("postgres-strict", checks.check_restart, "fail", "on-failure:5, expected unless-stopped"),
+    ("postgres-strict", checks.check_ports_loopback, "pass", "127.0.0.1:32770->5432/tcp"),
+    ("python-root", checks.check_ports_loopback, "pass", "nothing published"),
+    ("postgres-weak", checks.check_ports_loopback, "fail", "0.0.0.0:32768->5432/tcp"),
+    ("python-root", checks.check_db_unpublished, "pass", "not published"),
+    ("postgres-strict", checks.check_db_unpublished, "fail", "published on 127.0.0.1:32770"),
+    ("postgres-strict", checks.check_secrets_mounted, "pass", "/run/secrets/db_password"),
+    ("postgres-weak", checks.check_secrets_mounted, "pass", "/run/secrets/locked"),
+    ("python-root", checks.check_secrets_mounted, "fail", "nothing mounted"),
+    ("postgres-strict", checks.check_env_secrets, "pass", ""),
+    ("pgadmin-strict", checks.check_env_secrets, "pass", ""),
+    ("postgres-weak", checks.check_env_secrets, "fail", "API_TOKEN carries a value; POSTGRES_PASSWORD carries"),
+    ("postgres-strict", checks.check_db_volume, "pass", "volume vs-pgdata"),
+    ("postgres-weak", checks.check_db_volume, "fail", "anonymous volume"),
+    ("python-root", checks.check_db_volume, "fail", "nothing mounted"),
+    ("postgres-strict", checks.check_log_rotation, "pass", "max-size 10m, max-file 3"),
+    ("pgadmin-strict", checks.check_log_rotation, "pass", "local"),
+    ("postgres-weak", checks.check_log_rotation, "fail", "without max-size"),
+    ("python-root", checks.check_log_rotation, "fail", "driver none"),
 ]
 
 
@@ -281,50 +287,50 @@ def test_check_on_captured_record(name, check, expected, fragment):
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():
-    covered = {c[1] for c in CASES} | {vs.check_secrets_readable, vs.check_api_health,
-                                       vs.check_pgadmin_ping, vs.check_db_role}
-    assert {c.fn for c in vs.CHECKS} <= covered
+    covered = {c[1] for c in CASES} | {checks.check_secrets_readable, checks.check_api_health,
+                                       checks.check_pgadmin_ping, checks.check_db_role}
+    assert {c.fn for c in COMPOSE.checks} <= covered
 
 
 def test_check_table_ids_are_unique_and_cis_is_1_6_0_numbering():
-    ids = [c.id for c in vs.CHECKS]
+    ids = [c.id for c in COMPOSE.checks]
     assert len(ids) == len(set(ids))
-    cis = {c.id: c.cis for c in vs.CHECKS}
+    cis = {c.id: c.cis for c in COMPOSE.checks}
     # The 1.6.0 numbers, not 1.2.0's (5.12 read-only, 5.25 no-new-privileges ...).
     assert (cis["READ-ONLY"], cis["NO-NEW-PRIVS"], cis["PIDS"], cis["RESTART"]) == ("5.13", "5.26", "5.29", "5.15")
-    assert all(c.__doc__ for c in (c.fn for c in vs.CHECKS)), "every check says why"
+    assert all(c.__doc__ for c in (c.fn for c in COMPOSE.checks)), "every check says why"
 
 
 def test_writable_secret_mount_fails():
     attrs = copy.deepcopy(record("postgres-strict"))
     attrs["Mounts"] = [dict(m, RW=True) if m["Destination"].startswith("/run/secrets") else m
                        for m in attrs["Mounts"]]
-    outcome, detail = vs.check_secrets_mounted(vs.Target(vs.POSTGRES, attrs))
+    outcome, detail = checks.check_secrets_mounted(Target(POSTGRES, attrs))
     assert (outcome, detail) == ("fail", "writable: /run/secrets/db_password")
 
 
 def test_file_variable_naming_an_unmounted_secret_fails():
     attrs = copy.deepcopy(record("postgres-strict"))
     attrs["Config"]["Env"].append("PGPASS_FILE=/run/secrets/pgpass")
-    outcome, detail = vs.check_secrets_mounted(vs.Target(vs.POSTGRES, attrs))
+    outcome, detail = checks.check_secrets_mounted(Target(POSTGRES, attrs))
     assert outcome == "fail" and "not mounted: PGPASS_FILE=/run/secrets/pgpass" in detail
 
 
 def test_starting_health_suggests_wait():
     attrs = copy.deepcopy(record("postgres-strict"))
     attrs["State"]["Health"]["Status"] = "starting"
-    assert vs.check_healthy(vs.Target(vs.POSTGRES, attrs)) == ("fail", "starting (try --wait 60)")
+    assert checks.check_healthy(Target(POSTGRES, attrs)) == ("fail", "starting (try --wait 60)")
 
 
 def test_cpu_quota_counts_as_a_limit():
-    t = vs.Target("x", {"HostConfig": {"NanoCpus": 0, "CpuQuota": 50000, "CpuPeriod": 100000}})
-    assert vs.check_cpu(t) == ("pass", "0.5 CPUs (quota)")
+    t = Target("x", {"HostConfig": {"NanoCpus": 0, "CpuQuota": 50000, "CpuPeriod": 100000}})
+    assert checks.check_cpu(t) == ("pass", "0.5 CPUs (quota)")
 
 
 def test_restarting_container_is_not_running():
     attrs = copy.deepcopy(record("postgres-strict"))
     attrs["State"].update(Restarting=True, Status="restarting", ExitCode=137)
-    assert vs.check_running(vs.Target(vs.POSTGRES, attrs))[0] == "fail"
+    assert checks.check_running(Target(POSTGRES, attrs))[0] == "fail"
 
 
 # --- checks that exec or probe, scripted -----------------------------------------------------
@@ -332,16 +338,16 @@ def test_restarting_container_is_not_running():
 
 def test_secrets_readable_tries_readers_until_one_exists():
     t = FakeTarget(record("pgadmin-strict"), execs=[(127, "exec: sh: not found"), (1, "")])
-    assert vs.check_secrets_readable(t) == ("fail", "not readable by user 5050: /run/secrets/pgadmin_password")
+    assert checks.check_secrets_readable(t) == ("fail", "not readable by user 5050: /run/secrets/pgadmin_password")
     assert t.commands[0][:2] == ["sh", "-c"] and t.commands[1][0] == "/opt/venv/bin/python"
     assert t.commands[1][-1] == "/run/secrets/pgadmin_password"
     t = FakeTarget(record("postgres-strict"), execs=[(0, "")])
-    assert vs.check_secrets_readable(t) == ("pass", "1 readable by user 999:999")
+    assert checks.check_secrets_readable(t) == ("pass", "1 readable by user 999:999")
 
 
 def test_secrets_readable_warns_when_nothing_can_test():
-    t = FakeTarget(record("postgres-strict"), execs=[(127, "not found")] * len(vs.READERS))
-    assert vs.check_secrets_readable(t)[0] == "warn"
+    t = FakeTarget(record("postgres-strict"), execs=[(127, "not found")] * len(checks.READERS))
+    assert checks.check_secrets_readable(t)[0] == "warn"
 
 
 @pytest.mark.parametrize(
@@ -355,12 +361,12 @@ def test_secrets_readable_warns_when_nothing_can_test():
     ],
 )
 def test_api_health(answer, expected):
-    assert vs.check_api_health(FakeTarget({}, vs.API, http=answer)) == expected
+    assert checks.check_api_health(FakeTarget({}, API, http=answer)) == expected
 
 
 def test_pgadmin_ping():
-    assert vs.check_pgadmin_ping(FakeTarget({}, vs.PGADMIN, http=(200, "PING"))) == ("pass", "/misc/ping 200 PING")
-    assert vs.check_pgadmin_ping(FakeTarget({}, vs.PGADMIN, http=(502, "")))[0] == "fail"
+    assert checks.check_pgadmin_ping(FakeTarget({}, PGADMIN, http=(200, "PING"))) == ("pass", "/misc/ping 200 PING")
+    assert checks.check_pgadmin_ping(FakeTarget({}, PGADMIN, http=(502, "")))[0] == "fail"
 
 
 @pytest.mark.parametrize(
@@ -373,9 +379,9 @@ def test_pgadmin_ping():
     ],
 )
 def test_db_role_uses_the_apis_role_and_database(answer, expected):
-    api = vs.Target(vs.API, {"Config": {"Env": ["DATABASE_URL=postgresql://items@postgres:5432/itemsdb"]}})
-    t = FakeTarget(record("postgres-strict"), execs=[answer], stack={vs.API: api})
-    assert vs.check_db_role(t) == expected
+    api = Target(API, {"Config": {"Env": ["DATABASE_URL=postgresql://items@postgres:5432/itemsdb"]}})
+    t = FakeTarget(record("postgres-strict"), execs=[answer], stack={API: api})
+    assert checks.check_db_role(t) == expected
     assert t.commands[0][:5] == ["psql", "-U", "postgres", "-d", "itemsdb"]
     assert "rolname = 'items'" in t.commands[0][-1]
 
@@ -383,58 +389,58 @@ def test_db_role_uses_the_apis_role_and_database(answer, expected):
 # --- running, profiles, output ---------------------------------------------------------------
 
 
-def by_id(findings, service=vs.POSTGRES):
+def by_id(findings, service=POSTGRES):
     return {f.id: f for f in findings if f.service == service}
 
 
 def test_dev_profile_turns_hardening_failures_into_warnings_only():
     t = target("postgres-weak")
-    weak = by_id(vs.run_check(c, t, "dev") for c in vs.CHECKS if not c.live)
+    weak = by_id(run_check(c, t, "dev") for c in COMPOSE.checks if not c.live)
     assert weak["READ-ONLY"].result == "warn" and "dev profile" in weak["READ-ONLY"].detail
     assert weak["NO-NEW-PRIVS"].result == "warn"
     assert weak["DOCKER-SOCK"].result == "fail"  # never acceptable
     assert weak["ENV-NO-SECRETS"].result == "fail"
-    prod = by_id(vs.run_check(c, t, "prod") for c in vs.CHECKS if not c.live)
+    prod = by_id(run_check(c, t, "prod") for c in COMPOSE.checks if not c.live)
     assert prod["READ-ONLY"].result == "fail"
 
 
 def test_live_checks_fail_on_a_stopped_container_and_errors_become_failures():
     attrs = copy.deepcopy(record("postgres-strict"))
     attrs["State"]["Running"] = False
-    check = next(c for c in vs.CHECKS if c.id == "PROCS-NONROOT")
-    assert vs.run_check(check, vs.Target(vs.POSTGRES, attrs), "prod").detail == "container not running"
-    broken = vs.Check("X", "x", "", lambda t: 1 / 0)
-    f = vs.run_check(broken, target("postgres-strict"), "prod")
+    check = next(c for c in COMPOSE.checks if c.id == "PROCS-NONROOT")
+    assert run_check(check, Target(POSTGRES, attrs), "prod").detail == "container not running"
+    broken = Check("X", "x", "", lambda t: 1 / 0)
+    f = run_check(broken, target("postgres-strict"), "prod")
     assert (f.result, f.detail) == ("fail", "ZeroDivisionError: division by zero")
 
 
 def test_verify_reports_a_missing_service_and_runs_only_matching_checks():
-    targets = {vs.POSTGRES: target("postgres-strict")}
-    findings = vs.verify(targets, "prod")
-    missing = [f for f in findings if f.service != vs.POSTGRES]
-    assert [(f.service, f.id, f.result) for f in missing] == [(vs.API, "RUNNING", "fail"), (vs.PGADMIN, "RUNNING", "fail")]
-    ids = [f.id for f in findings if f.service == vs.POSTGRES]
+    targets = {POSTGRES: target("postgres-strict")}
+    findings = verify(targets, "prod")
+    missing = [f for f in findings if f.service != POSTGRES]
+    assert [(f.service, f.id, f.result) for f in missing] == [(API, "RUNNING", "fail"), (PGADMIN, "RUNNING", "fail")]
+    ids = [f.id for f in findings if f.service == POSTGRES]
     assert "DB-VOLUME" in ids and "API-HEALTH" not in ids and "PGADMIN-PING" not in ids
 
 
 def test_render_and_exit_code():
-    findings = [vs.Finding(vs.API, "READ-ONLY", "t", "5.13", "pass", "read-only"),
-                vs.Finding(vs.API, "LOG-ROTATION", "t", "", "warn", "driver syslog")]
-    assert vs.exit_code(findings) == 0
-    text = vs.render(findings, "main", "prod")
+    findings = [Finding(API, "READ-ONLY", "t", "5.13", "pass", "read-only"),
+                Finding(API, "LOG-ROTATION", "t", "", "warn", "driver syslog")]
+    assert exit_code(findings) == 0
+    text = render(findings, "main", "prod")
     assert "CIS Docker Benchmark 1.6.0" in text and "OK: 1 passed, 1 warnings, 0 failed" in text
     assert "READ-ONLY" in text and "5.13" in text
-    findings.append(vs.Finding(vs.POSTGRES, "USER", "t", "4.1", "fail", "root"))
-    assert vs.exit_code(findings) == 1
-    assert vs.render(findings, "main", "dev").splitlines()[1].startswith("dev profile")
+    findings.append(Finding(POSTGRES, "USER", "t", "4.1", "fail", "root"))
+    assert exit_code(findings) == 1
+    assert render(findings, "main", "dev").splitlines()[1].startswith("dev profile")
 
 
 def test_main_exits_2_with_one_line_when_the_engine_is_missing(monkeypatch, capsys):
     def no_engine():
-        raise vs.CannotRun("cannot reach the Docker engine (ConnectionError: refused)")
+        raise CannotRun("cannot reach the Docker engine (ConnectionError: refused)")
 
-    monkeypatch.setattr(vs, "connect", no_engine)
-    assert vs.main(["--project", "nope"]) == 2
+    monkeypatch.setattr(cli, "connect", no_engine)
+    assert cli.main(["--project", "nope"]) == 2
     err = capsys.readouterr().err
     assert err == "verify_stack: cannot reach the Docker engine (ConnectionError: refused)\n"
 
@@ -443,8 +449,8 @@ class FakeContainer:
     def __init__(self, attrs, service, project="kit", oneoff=False):
         self.attrs = attrs
         self.name = attrs["Name"].lstrip("/")
-        self.labels = {vs.PROJECT_LABEL: project, vs.SERVICE_LABEL: service,
-                       vs.ONEOFF_LABEL: "True" if oneoff else "False"}
+        self.labels = {engine.PROJECT_LABEL: project, engine.SERVICE_LABEL: service,
+                       engine.ONEOFF_LABEL: "True" if oneoff else "False"}
 
 
 class FakeClient:
@@ -459,41 +465,41 @@ class FakeClient:
 
 
 def test_load_targets_skips_one_offs_and_says_when_the_project_is_empty():
-    client = FakeClient([FakeContainer(record("postgres-strict"), vs.POSTGRES),
-                         FakeContainer(record("python-root"), vs.API, oneoff=True)])
-    targets = vs.load_targets(client, "kit")
-    assert list(targets) == [vs.POSTGRES] and client.filters == {"label": "com.docker.compose.project=kit"}
-    with pytest.raises(vs.CannotRun, match="no containers for Compose project 'kit'"):
-        vs.load_targets(FakeClient([]), "kit")
+    client = FakeClient([FakeContainer(record("postgres-strict"), POSTGRES),
+                         FakeContainer(record("python-root"), API, oneoff=True)])
+    targets = engine.load_targets(client, "kit")
+    assert list(targets) == [POSTGRES] and client.filters == {"label": "com.docker.compose.project=kit"}
+    with pytest.raises(CannotRun, match="no containers for Compose project 'kit'"):
+        engine.load_targets(FakeClient([]), "kit")
 
 
 def test_main_json_output(monkeypatch, capsys):
-    client = FakeClient([FakeContainer(record("postgres-weak"), vs.POSTGRES)])
-    monkeypatch.setattr(vs, "connect", lambda: client)
-    monkeypatch.setattr(vs.Target, "exec", lambda self, cmd, user="": (0, "f"))
-    assert vs.main(["--project", "kit", "--json", "--profile", "prod"]) == 1
+    client = FakeClient([FakeContainer(record("postgres-weak"), POSTGRES)])
+    monkeypatch.setattr(cli, "connect", lambda: client)
+    monkeypatch.setattr(Target, "exec", lambda self, cmd, user="": (0, "f"))
+    assert cli.main(["--project", "kit", "--json", "--profile", "prod"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["benchmark"] == "CIS Docker Benchmark 1.6.0" and out["profile"] == "prod"
     assert out["exit_code"] == 1 and out["summary"]["fail"] > 0
     found = {(f["service"], f["id"]): f for f in out["findings"]}
-    assert found[(vs.POSTGRES, "NO-NEW-PRIVS")]["result"] == "fail"
-    assert found[(vs.POSTGRES, "NO-NEW-PRIVS")]["cis"] == "5.26"
-    assert found[(vs.API, "RUNNING")]["result"] == "fail"
+    assert found[(POSTGRES, "NO-NEW-PRIVS")]["result"] == "fail"
+    assert found[(POSTGRES, "NO-NEW-PRIVS")]["cis"] == "5.26"
+    assert found[(API, "RUNNING")]["result"] == "fail"
 
 
 # --- the real prod stack's records ------------------------------------------------------------
 
-STACK = {vs.API: "stack-flask-api", vs.POSTGRES: "stack-postgres", vs.PGADMIN: "stack-pgadmin"}
+STACK = {API: "stack-flask-api", POSTGRES: "stack-postgres", PGADMIN: "stack-pgadmin"}
 
 
 def test_prod_stack_records_pass_every_record_check():
     targets: dict = {}
     for service, name in STACK.items():
-        targets[service] = vs.Target(service, record(name), stack=targets)
-    assert vs.detect_profile(targets) == "prod"
-    findings = [vs.run_check(c, targets[s], "prod") for s in STACK for c in vs.CHECKS
-                if s in c.services and c.fn not in (vs.check_secrets_readable, vs.check_api_health,
-                                                     vs.check_pgadmin_ping, vs.check_db_role)]
+        targets[service] = Target(service, record(name), stack=targets)
+    assert engine.detect_profile(targets) == "prod"
+    findings = [run_check(c, targets[s], "prod") for s in STACK for c in COMPOSE.checks
+                if s in c.services and c.fn not in (checks.check_secrets_readable, checks.check_api_health,
+                                                     checks.check_pgadmin_ping, checks.check_db_role)]
     assert [f for f in findings if f.result != "pass"] == []
     assert {f.id for f in findings} >= {"PROCS-NONROOT", "DB-VOLUME", "DB-UNPUBLISHED", "RESTART"}
 
@@ -502,6 +508,6 @@ def test_prod_stack_api_as_root_is_caught_by_both_user_checks():
     attrs = copy.deepcopy(record("stack-flask-api"))
     attrs["Config"]["User"] = "0:0"
     attrs["_top"]["Processes"] = [["0", *p[1:]] for p in attrs["_top"]["Processes"]]
-    t = vs.Target(vs.API, attrs)
-    assert vs.check_user(t) == ("fail", "user 0:0 is root")
-    assert vs.check_processes(t)[0] == "fail"
+    t = Target(API, attrs)
+    assert checks.check_user(t) == ("fail", "user 0:0 is root")
+    assert checks.check_processes(t)[0] == "fail"

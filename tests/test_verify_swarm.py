@@ -19,19 +19,27 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tools import swarm
-from tools import verify_stack as vs
+from tools import verify_stack as cli
+from tools.verify import budget, checks, engine, values
+from tools.verify.model import API, FAIL, PASS, PGADMIN, POSTGRES, PROXY, SWARM_SERVICES, WARN, Finding
+from tools.verify.registry import run_check
+from tools.verify.report import render
+from tools.verify.run import SWARM, verify
+from tools.verify.targets import HOST_BINDING, SwarmTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "swarm"
 CAPTURED = json.loads((DATA / "stack.json").read_text())
 RENDERED = json.loads((DATA / "rendered.json").read_text())
-class FakeSwarmTarget(vs.SwarmTarget):
+class FakeSwarmTarget(SwarmTarget):
     """A SwarmTarget whose exec and HTTP answers are scripted (and recorded)."""
 
     def __init__(self, *args, http=(200, '{"checks": {"database": "ok"}}'), execs=None, **kwargs):
@@ -66,9 +74,9 @@ def captured(**changes) -> dict:
     return data
 
 
-def targets(data: dict | None = None, cls=FakeSwarmTarget) -> dict[str, vs.SwarmTarget]:
+def targets(data: dict | None = None, cls=FakeSwarmTarget) -> dict[str, SwarmTarget]:
     data = data or captured()
-    out: dict[str, vs.SwarmTarget] = {}
+    out: dict[str, SwarmTarget] = {}
     for name, s in data["services"].items():
         out[name] = cls(name, s["record"], s["tasks"], s["local"], [], data["facts"], s["image"], out)
     return out
@@ -82,17 +90,17 @@ def container_spec(service: dict) -> dict:
     return spec(service)["TaskTemplate"]["ContainerSpec"]
 
 
-def findings(data: dict | None = None, profile: str = "prod") -> list[vs.Finding]:
-    return vs.verify(targets(data), profile, vs.SWARM_CHECKS, vs.SWARM_SERVICES)
+def findings(data: dict | None = None, profile: str = "prod") -> list[Finding]:
+    return verify(targets(data), profile, SWARM)
 
 
 def failing(data: dict) -> set[tuple[str, str]]:
-    return {(f.service, f.id) for f in findings(data) if f.result == vs.FAIL}
+    return {(f.service, f.id) for f in findings(data) if f.result == FAIL}
 
 
 def one(check_id: str, service: str, data: dict | None = None) -> tuple[str, str]:
-    check = next(c for c in vs.SWARM_CHECKS if c.id == check_id)
-    f = vs.run_check(check, targets(data)[service], "prod")
+    check = next(c for c in SWARM.checks if c.id == check_id)
+    f = run_check(check, targets(data)[service], "prod")
     return f.result, f.detail
 
 
@@ -101,14 +109,14 @@ def one(check_id: str, service: str, data: dict | None = None) -> tuple[str, str
 
 def test_captured_stack_passes_with_one_warning_per_service():
     result = findings()
-    assert {(f.service, f.id) for f in result if f.result == vs.FAIL} == set()
-    warnings = {(f.service, f.id) for f in result if f.result == vs.WARN}
-    assert warnings == {(s, "NO-NEW-PRIVS") for s in vs.SWARM_SERVICES}
-    assert {(f.service, f.id) for f in result} == {(s, c.id) for c in vs.SWARM_CHECKS for s in c.services}
+    assert {(f.service, f.id) for f in result if f.result == FAIL} == set()
+    warnings = {(f.service, f.id) for f in result if f.result == WARN}
+    assert warnings == {(s, "NO-NEW-PRIVS") for s in SWARM_SERVICES}
+    assert {(f.service, f.id) for f in result} == {(s, c.id) for c in SWARM.checks for s in c.services}
 
 
 def test_spec_reads_like_a_container_record():
-    t = targets()[vs.POSTGRES]
+    t = targets()[POSTGRES]
     assert t.config["User"] == "999:999"
     assert t.host_config["ReadonlyRootfs"] is True and t.host_config["CapDrop"] == ["ALL"]
     assert t.host_config["Memory"] == 512 * 2**20 and t.host_config["NanoCpus"] == 10**9
@@ -120,12 +128,12 @@ def test_spec_reads_like_a_container_record():
         "Type": "secret", "Name": mounts["/run/secrets/postgres_password"]["Name"], "Source": "",
         "Destination": "/run/secrets/postgres_password", "RW": False}
     # the API has no HEALTHCHECK in its spec: the image's is used
-    api = targets()[vs.API]
+    api = targets()[API]
     assert api.config["Healthcheck"]["Test"][-1] == "healthcheck"
 
 
 def test_human_output_names_the_swarm_stack():
-    text = vs.render(findings(), "items-swarm", "prod", kind="Swarm stack")
+    text = render(findings(), "items-swarm", "prod", kind="Swarm stack")
     assert text.splitlines()[0] == ("Swarm stack 'items-swarm', profile prod, "
                                     "checks mapped to CIS Docker Benchmark 1.6.0")
     assert "proxy" in text.splitlines() and text.splitlines()[-1].endswith(", 4 warnings, 0 failed")
@@ -135,73 +143,73 @@ def test_human_output_names_the_swarm_stack():
 
 
 def test_running_counts_desired_against_running_tasks():
-    assert one("RUNNING", vs.API) == (vs.PASS, "3/3 tasks running, 1 failed in history")
+    assert one("RUNNING", API) == (PASS, "3/3 tasks running, 1 failed in history")
 
     def pending(s, facts):
         task = s["tasks"][0]
         task["Status"].update(State="pending", Err="no suitable node (scheduling constraints)")
-    result, detail = one("RUNNING", vs.API, captured(**{vs.API: pending}))
-    assert result == vs.FAIL and detail.startswith("2/3 tasks running") and "no suitable node" in detail
+    result, detail = one("RUNNING", API, captured(**{API: pending}))
+    assert result == FAIL and detail.startswith("2/3 tasks running") and "no suitable node" in detail
 
     def scaled_to_zero(s, facts):
         spec(s)["Mode"]["Replicated"]["Replicas"] = 0
         s["tasks"] = []
-    assert one("RUNNING", vs.API, captured(**{vs.API: scaled_to_zero}))[0] == vs.FAIL
+    assert one("RUNNING", API, captured(**{API: scaled_to_zero}))[0] == FAIL
 
 
 def test_global_service_desired_from_service_status():
-    t = targets()[vs.PROXY]
+    t = targets()[PROXY]
     assert "Global" in t.spec["Mode"] and t.desired() == 1
 
 
 def test_healthy_reads_this_nodes_containers():
-    assert one("HEALTHY", vs.API) == (vs.PASS, "3/3 healthy here")
+    assert one("HEALTHY", API) == (PASS, "3/3 healthy here")
 
     def unhealthy(s, facts):
         s["local"][1]["State"]["Health"]["Status"] = "unhealthy"
-    result, detail = one("HEALTHY", vs.API, captured(**{vs.API: unhealthy}))
-    assert (result, detail) == (vs.FAIL, "2/3 healthy here: unhealthy")
+    result, detail = one("HEALTHY", API, captured(**{API: unhealthy}))
+    assert (result, detail) == (FAIL, "2/3 healthy here: unhealthy")
 
     def elsewhere(s, facts):
         s["local"] = s["local"][:1]
-    assert one("HEALTHY", vs.API, captured(**{vs.API: elsewhere})) == (
-        vs.PASS, "1/1 healthy here, 2 running elsewhere")
+    assert one("HEALTHY", API, captured(**{API: elsewhere})) == (
+        PASS, "1/1 healthy here, 2 running elsewhere")
 
 
 def test_no_health_check_fails_healthy_and_healthcheck():
     def none(s, facts):
         s["image"]["Config"]["Healthcheck"] = None
         container_spec(s).pop("Healthcheck", None)
-    data = captured(**{vs.API: none})
-    assert one("HEALTHY", vs.API, data)[0] == vs.FAIL
-    assert one("HEALTHCHECK", vs.API, data) == (vs.FAIL, "none defined")
+    data = captured(**{API: none})
+    assert one("HEALTHY", API, data)[0] == FAIL
+    assert one("HEALTHCHECK", API, data) == (FAIL, "none defined")
 
 
 # --- hardening ---------------------------------------------------------------------------------
 
 
 def test_no_new_privileges_warns_unless_the_spec_engine_or_containers_set_it():
-    result, detail = one("NO-NEW-PRIVS", vs.API)
-    assert result == vs.WARN and "daemon.json" in detail
+    result, detail = one("NO-NEW-PRIVS", API)
+    assert result == WARN and "daemon.json" in detail
 
     def in_spec(s, facts):
         container_spec(s)["Privileges"]["NoNewPrivileges"] = True
-    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: in_spec})) == (
-        vs.PASS, "no-new-privileges (service spec)")
+    assert one("NO-NEW-PRIVS", API, captured(**{API: in_spec})) == (
+        PASS, "no-new-privileges (service spec)")
 
     def engine_default(s, facts):
         facts["security_options"] = [*facts["security_options"], "name=no-new-privileges"]
-    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: engine_default}))[0] == vs.PASS
+    assert one("NO-NEW-PRIVS", API, captured(**{API: engine_default}))[0] == PASS
 
     def containers(s, facts):
         for c in s["local"]:
             c["HostConfig"]["SecurityOpt"] = ["no-new-privileges=true"]
-    assert one("NO-NEW-PRIVS", vs.API, captured(**{vs.API: containers}))[0] == vs.PASS
+    assert one("NO-NEW-PRIVS", API, captured(**{API: containers}))[0] == PASS
 
 
 def test_no_new_privileges_dev_profile_stays_a_warning():
-    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "NO-NEW-PRIVS"), targets()[vs.API], "dev")
-    assert f.result == vs.WARN
+    f = run_check(next(c for c in SWARM.checks if c.id == "NO-NEW-PRIVS"), targets()[API], "dev")
+    assert f.result == WARN
 
 
 @pytest.mark.parametrize(("change", "check", "detail"), [
@@ -224,11 +232,11 @@ def test_no_new_privileges_dev_profile_stays_a_warning():
      "API_TOKEN carries a value"),
 ])
 def test_weakened_spec_fails_the_check(change, check, detail):
-    data = captured(**{vs.API: change})
-    assert one(check, vs.API, data) == (vs.FAIL, detail)
+    data = captured(**{API: change})
+    assert one(check, API, data) == (FAIL, detail)
     # root also no longer owns the secret files Swarm made for uid 10001
-    also = {(vs.API, "SECRETS-OWNER")} if check == "USER" else set()
-    assert failing(data) == {(vs.API, check)} | also
+    also = {(API, "SECRETS-OWNER")} if check == "USER" else set()
+    assert failing(data) == {(API, check)} | also
 
 
 def test_log_driver_left_to_the_engine_is_read_from_the_containers():
@@ -236,7 +244,7 @@ def test_log_driver_left_to_the_engine_is_read_from_the_containers():
         spec(s)["TaskTemplate"].pop("LogDriver")
         for c in s["local"]:
             c["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {}}
-    assert one("LOG-ROTATION", vs.API, captured(**{vs.API: no_driver}))[0] == vs.FAIL
+    assert one("LOG-ROTATION", API, captured(**{API: no_driver}))[0] == FAIL
 
 
 def test_host_network_fails_host_ns():
@@ -244,78 +252,78 @@ def test_host_network_fails_host_ns():
         host_id = next(i for i, n in facts["networks"].items() if n["Name"] == "host")
         facts["networks"][host_id]["Driver"] = "host"
         spec(s)["TaskTemplate"]["Networks"] = [{"Target": host_id}]
-    assert one("HOST-NS", vs.PROXY, captured(**{vs.PROXY: on_host})) == (vs.FAIL, "shares network=host")
+    assert one("HOST-NS", PROXY, captured(**{PROXY: on_host})) == (FAIL, "shares network=host")
 
 
 def test_restart_policy_is_any_without_attempt_limit():
-    assert one("RESTART", vs.API) == (vs.PASS, "any, delay 2s, no attempt limit")
+    assert one("RESTART", API) == (PASS, "any, delay 2s, no attempt limit")
 
     def budgeted(s, facts):
         policy = spec(s)["TaskTemplate"]["RestartPolicy"]
-        policy.update(Condition="on-failure", MaxAttempts=5, Window=120 * vs.NS)
-    assert one("RESTART", vs.API, captured(**{vs.API: budgeted})) == (
-        vs.FAIL, "on-failure, delay 2s, 5 attempts per 2m, expected any, no attempt limit")
+        policy.update(Condition="on-failure", MaxAttempts=5, Window=120 * values.NS)
+    assert one("RESTART", API, captured(**{API: budgeted})) == (
+        FAIL, "on-failure, delay 2s, 5 attempts per 2m, expected any, no attempt limit")
 
 
 # --- updates -----------------------------------------------------------------------------------
 
 
 def test_update_policy_per_service():
-    assert one("UPDATE-POLICY", vs.API) == (
-        vs.PASS, "start-first, 1 at a time, rollback on failure, monitor 10s")
-    assert one("UPDATE-POLICY", vs.POSTGRES)[1].startswith("stop-first")
+    assert one("UPDATE-POLICY", API) == (
+        PASS, "start-first, 1 at a time, rollback on failure, monitor 10s")
+    assert one("UPDATE-POLICY", POSTGRES)[1].startswith("stop-first")
 
 
 @pytest.mark.parametrize(("service", "change", "detail"), [
-    (vs.API, lambda u: u.update(Order="stop-first"), "order stop-first, expected start-first"),
-    (vs.POSTGRES, lambda u: u.update(Order="start-first"), "order start-first, expected stop-first"),
-    (vs.API, lambda u: u.update(FailureAction="pause"), "failure action pause, expected rollback"),
-    (vs.API, lambda u: u.pop("Parallelism"), "updates every task at once"),
+    (API, lambda u: u.update(Order="stop-first"), "order stop-first, expected start-first"),
+    (POSTGRES, lambda u: u.update(Order="start-first"), "order start-first, expected stop-first"),
+    (API, lambda u: u.update(FailureAction="pause"), "failure action pause, expected rollback"),
+    (API, lambda u: u.pop("Parallelism"), "updates every task at once"),
 ])
 def test_weakened_update_policy_fails(service, change, detail):
     data = captured(**{service: lambda s, f: change(spec(s)["UpdateConfig"])})
-    assert one("UPDATE-POLICY", service, data) == (vs.FAIL, detail)
+    assert one("UPDATE-POLICY", service, data) == (FAIL, detail)
 
 
 def test_missing_update_or_rollback_config_fails():
-    data = captured(**{vs.API: lambda s, f: spec(s).pop("RollbackConfig")})
-    assert one("UPDATE-POLICY", vs.API, data) == (vs.FAIL, "no rollback_config")
-    data = captured(**{vs.API: lambda s, f: spec(s).pop("UpdateConfig")})
-    assert one("UPDATE-POLICY", vs.API, data)[1].startswith("no update_config")
+    data = captured(**{API: lambda s, f: spec(s).pop("RollbackConfig")})
+    assert one("UPDATE-POLICY", API, data) == (FAIL, "no rollback_config")
+    data = captured(**{API: lambda s, f: spec(s).pop("UpdateConfig")})
+    assert one("UPDATE-POLICY", API, data)[1].startswith("no update_config")
 
 
 # --- ports -------------------------------------------------------------------------------------
 
 
 def test_host_mode_ports_take_docker_gwbridges_address():
-    assert one("PORTS-LOOPBACK", vs.PROXY) == (vs.PASS, "127.0.0.1:5100->8080/tcp (host)")
-    assert one("PORTS-LOOPBACK", vs.API) == (vs.PASS, "nothing published")
+    assert one("PORTS-LOOPBACK", PROXY) == (PASS, "127.0.0.1:5100->8080/tcp (host)")
+    assert one("PORTS-LOOPBACK", API) == (PASS, "nothing published")
 
     def everywhere(s, facts):
-        facts["gwbridge"]["Options"].pop(vs.HOST_BINDING)
-    assert one("PORTS-LOOPBACK", vs.PROXY, captured(**{vs.PROXY: everywhere})) == (
-        vs.FAIL, "0.0.0.0:5100->8080/tcp (host)")
+        facts["gwbridge"]["Options"].pop(HOST_BINDING)
+    assert one("PORTS-LOOPBACK", PROXY, captured(**{PROXY: everywhere})) == (
+        FAIL, "0.0.0.0:5100->8080/tcp (host)")
 
 
 def test_routing_mesh_ports_are_on_every_address():
     def ingress(s, facts):
         for p in spec(s)["EndpointSpec"]["Ports"]:
             p["PublishMode"] = "ingress"
-    assert one("PORTS-LOOPBACK", vs.PROXY, captured(**{vs.PROXY: ingress})) == (
-        vs.FAIL, "*:5100->8080/tcp (ingress)")
+    assert one("PORTS-LOOPBACK", PROXY, captured(**{PROXY: ingress})) == (
+        FAIL, "*:5100->8080/tcp (ingress)")
 
 
 def test_published_database_fails():
     def publish(s, facts):
         spec(s)["EndpointSpec"]["Ports"] = [{"Protocol": "tcp", "TargetPort": 5432, "PublishedPort": 5432,
                                              "PublishMode": "host"}]
-    data = captured(**{vs.POSTGRES: publish})
-    assert one("DB-UNPUBLISHED", vs.POSTGRES, data) == (
-        vs.FAIL, "published on 127.0.0.1:5432->5432/tcp (host)")
+    data = captured(**{POSTGRES: publish})
+    assert one("DB-UNPUBLISHED", POSTGRES, data) == (
+        FAIL, "published on 127.0.0.1:5432->5432/tcp (host)")
 
 
 def test_the_api_is_probed_through_the_proxy():
-    api = targets(cls=vs.SwarmTarget)[vs.API]
+    api = targets(cls=SwarmTarget)[API]
     calls = []
 
     class Answer:
@@ -335,8 +343,8 @@ def test_the_api_is_probed_through_the_proxy():
         return Answer()
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(vs.urllib.request, "urlopen", urlopen)
-        assert vs.check_api_health(api) == (vs.PASS, "/health 200, database ok")
+        m.setattr(urllib.request, "urlopen", urlopen)
+        assert checks.check_api_health(api) == (PASS, "/health 200, database ok")
     assert calls == ["http://127.0.0.1:5100/health"]
 
 
@@ -344,72 +352,72 @@ def test_the_api_is_probed_through_the_proxy():
 
 
 def test_secret_owner_and_mode():
-    assert one("SECRETS-OWNER", vs.POSTGRES) == (vs.PASS, "2 owned by 999, mode 0400")
+    assert one("SECRETS-OWNER", POSTGRES) == (PASS, "2 owned by 999, mode 0400")
 
     def world_readable(s, facts):
         container_spec(s)["Secrets"][0]["File"]["Mode"] = 0o444
-    result, detail = one("SECRETS-OWNER", vs.POSTGRES, captured(**{vs.POSTGRES: world_readable}))
-    assert result == vs.FAIL and "mode 0444 is readable by others" in detail
+    result, detail = one("SECRETS-OWNER", POSTGRES, captured(**{POSTGRES: world_readable}))
+    assert result == FAIL and "mode 0444 is readable by others" in detail
 
     def other_owner(s, facts):
         container_spec(s)["Secrets"][0]["File"]["UID"] = "0"
-    result, detail = one("SECRETS-OWNER", vs.API, captured(**{vs.API: other_owner}))
-    assert (result, detail) == (vs.FAIL, "app_db_password owned by 0, the service runs as 10001")
+    result, detail = one("SECRETS-OWNER", API, captured(**{API: other_owner}))
+    assert (result, detail) == (FAIL, "app_db_password owned by 0, the service runs as 10001")
 
 
 def test_a_file_variable_without_its_secret_fails_secrets_mounted():
-    data = captured(**{vs.API: lambda s, f: container_spec(s).update(Secrets=[])})
-    assert one("SECRETS-MOUNTED", vs.API, data)[0] == vs.FAIL
-    data = captured(**{vs.API: lambda s, f: container_spec(s)["Env"].append("OTHER_FILE=/run/secrets/other")})
-    assert one("SECRETS-MOUNTED", vs.API, data) == (vs.FAIL, "not mounted: OTHER_FILE=/run/secrets/other")
+    data = captured(**{API: lambda s, f: container_spec(s).update(Secrets=[])})
+    assert one("SECRETS-MOUNTED", API, data)[0] == FAIL
+    data = captured(**{API: lambda s, f: container_spec(s)["Env"].append("OTHER_FILE=/run/secrets/other")})
+    assert one("SECRETS-MOUNTED", API, data) == (FAIL, "not mounted: OTHER_FILE=/run/secrets/other")
 
 
 def test_secrets_readable_runs_in_a_task_here():
-    t = targets()[vs.POSTGRES]
-    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "SECRETS-READABLE"), t, "prod")
-    assert (f.result, f.detail) == (vs.PASS, "2 readable by user 999:999")
+    t = targets()[POSTGRES]
+    f = run_check(next(c for c in SWARM.checks if c.id == "SECRETS-READABLE"), t, "prod")
+    assert (f.result, f.detail) == (PASS, "2 readable by user 999:999")
     assert t.commands[0][:2] == ["sh", "-c"]
 
 
 def test_live_probes_warn_when_no_task_runs_on_this_node():
     def elsewhere(s, facts):
         s["local"] = []
-    t = targets(captured(**{vs.POSTGRES: elsewhere}))[vs.POSTGRES]
+    t = targets(captured(**{POSTGRES: elsewhere}))[POSTGRES]
     for check_id in ("PROCS-NONROOT", "SECRETS-READABLE", "DB-ROLE"):
-        f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == check_id), t, "prod")
-        expected = (vs.WARN, "no running task of this service on this node to probe")
+        f = run_check(next(c for c in SWARM.checks if c.id == check_id), t, "prod")
+        expected = (WARN, "no running task of this service on this node to probe")
         assert (f.result, f.detail) == expected, check_id
 
 
 def test_processes_of_every_local_task_are_checked():
     def root_process(s, facts):
         s["local"][2]["_top"]["Processes"][0][0] = "0"
-    result, detail = one("PROCS-NONROOT", vs.API, captured(**{vs.API: root_process}))
-    assert result == vs.FAIL and detail.startswith("1 process(es) as root")
-    assert one("PROCS-NONROOT", vs.API)[1].startswith("uids 10001 (")
+    result, detail = one("PROCS-NONROOT", API, captured(**{API: root_process}))
+    assert result == FAIL and detail.startswith("1 process(es) as root")
+    assert one("PROCS-NONROOT", API)[1].startswith("uids 10001 (")
 
 
 # --- placement ---------------------------------------------------------------------------------
 
 
 def test_placement_pins_stateful_services_to_one_node():
-    assert one("PLACEMENT", vs.POSTGRES) == (vs.PASS, "node.labels.items.db == true (node vm)")
+    assert one("PLACEMENT", POSTGRES) == (PASS, "node.labels.items.db == true (node vm)")
 
     def unpinned(s, facts):
         spec(s)["TaskTemplate"]["Placement"] = {}
-    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: unpinned}))[0] == vs.FAIL
+    assert one("PLACEMENT", POSTGRES, captured(**{POSTGRES: unpinned}))[0] == FAIL
 
     def two_nodes(s, facts):
         other = copy.deepcopy(facts["nodes"][0])
         other["ID"], other["Description"]["Hostname"] = "n2", "vm2"
         facts["nodes"].append(other)
-    result, detail = one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: two_nodes}))
-    assert (result, detail) == (vs.FAIL, "node.labels.items.db == true matches 2 nodes (vm, vm2)")
+    result, detail = one("PLACEMENT", POSTGRES, captured(**{POSTGRES: two_nodes}))
+    assert (result, detail) == (FAIL, "node.labels.items.db == true matches 2 nodes (vm, vm2)")
 
     def replicated(s, facts):
         spec(s)["Mode"]["Replicated"]["Replicas"] = 2
-    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: replicated})) == (
-        vs.FAIL, "2 replicas of a service with a local volume")
+    assert one("PLACEMENT", POSTGRES, captured(**{POSTGRES: replicated})) == (
+        FAIL, "2 replicas of a service with a local volume")
 
 
 @pytest.mark.parametrize(("constraint", "expected"), [
@@ -422,13 +430,13 @@ def test_placement_pins_stateful_services_to_one_node():
     ("nonsense", None),
 ])
 def test_node_matches(constraint, expected):
-    assert vs.node_matches(CAPTURED["facts"]["nodes"][0], constraint) is expected
+    assert values.node_matches(CAPTURED["facts"]["nodes"][0], constraint) is expected
 
 
 def test_unknown_constraint_is_a_warning():
     def unknown(s, facts):
         spec(s)["TaskTemplate"]["Placement"]["Constraints"] = ["node.platform.os == linux"]
-    assert one("PLACEMENT", vs.POSTGRES, captured(**{vs.POSTGRES: unknown}))[0] == vs.WARN
+    assert one("PLACEMENT", POSTGRES, captured(**{POSTGRES: unknown}))[0] == WARN
 
 
 # --- the connection budget ---------------------------------------------------------------------
@@ -439,42 +447,42 @@ def test_unknown_constraint_is_a_warning():
     (0, "start-first", 1, 0), (1, "start-first", 2, 1),
 ])
 def test_update_surge(replicas, order, parallelism, surge):
-    assert vs.update_surge(replicas, order, parallelism) == surge
+    assert budget.update_surge(replicas, order, parallelism) == surge
 
 
 def test_postgres_settings_from_arguments_and_show():
     command = ["postgres", "-c", "max_connections=50", "--superuser-reserved-connections=5"]
-    assert vs.postgres_settings(command) == {
+    assert budget.postgres_settings(command) == {
         "max_connections": 50, "superuser_reserved_connections": 5, "reserved_connections": 0}
     live = {"max_connections": "200", "reserved_connections": "2"}
-    assert vs.postgres_settings(None, live)["max_connections"] == 200
-    assert vs.postgres_settings(["postgres", "-c", "max_connections=lots"]) == vs.PG_DEFAULTS
+    assert budget.postgres_settings(None, live)["max_connections"] == 200
+    assert budget.postgres_settings(["postgres", "-c", "max_connections=lots"]) == budget.PG_DEFAULTS
 
 
 def test_connection_budget_arithmetic():
-    settings = dict(vs.PG_DEFAULTS)
-    ok, detail = vs.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "4"}, 3, 1, settings)
+    settings = dict(budget.PG_DEFAULTS)
+    ok, detail = budget.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "4"}, 3, 1, settings)
     assert ok
     assert detail.startswith("4 tasks (3 + 1 while updating) x 1 workers x 4 connections = 16, room 87")
     # the edge: exactly the room is fine, one more is not
-    assert vs.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "29"}, 2, 1, settings)[0]  # 87
-    assert not vs.connection_budget({"WORKERS": "2", "DB_POOL_MAX": "11"}, 3, 1, settings)[0]  # 88
+    assert budget.connection_budget({"WORKERS": "1", "DB_POOL_MAX": "29"}, 2, 1, settings)[0]  # 87
+    assert not budget.connection_budget({"WORKERS": "2", "DB_POOL_MAX": "11"}, 3, 1, settings)[0]  # 88
     # app/config.py's defaults: one worker, a pool of max(4, DB_POOL_MIN)
-    assert vs.connection_budget({"DB_POOL_MIN": "30"}, 3, 0, settings) == (False, vs.connection_budget(
+    assert budget.connection_budget({"DB_POOL_MIN": "30"}, 3, 0, settings) == (False, budget.connection_budget(
         {"WORKERS": "1", "DB_POOL_MAX": "30"}, 3, 0, settings)[1])
-    assert vs.connection_budget({"WORKERS": "many"}, 3, 0, settings)[0] is False
+    assert budget.connection_budget({"WORKERS": "many"}, 3, 0, settings)[0] is False
 
 
 def test_connection_budget_check_reads_postgres_live():
     ts = targets()
-    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "CONN-BUDGET"), ts[vs.API], "prod")
-    assert f.result == vs.PASS and "= 16, room 87" in f.detail
-    assert "pg_settings" in " ".join(ts[vs.POSTGRES].commands[0])
+    f = run_check(next(c for c in SWARM.checks if c.id == "CONN-BUDGET"), ts[API], "prod")
+    assert f.result == PASS and "= 16, room 87" in f.detail
+    assert "pg_settings" in " ".join(ts[POSTGRES].commands[0])
     ts = targets()
-    ts[vs.POSTGRES].execs = [
+    ts[POSTGRES].execs = [
         (0, "max_connections=20\nreserved_connections=0\nsuperuser_reserved_connections=3")]
-    f = vs.run_check(next(c for c in vs.SWARM_CHECKS if c.id == "CONN-BUDGET"), ts[vs.API], "prod")
-    assert f.result == vs.FAIL and "= 16, room 7 (max_connections 20" in f.detail
+    f = run_check(next(c for c in SWARM.checks if c.id == "CONN-BUDGET"), ts[API], "prod")
+    assert f.result == FAIL and "= 16, room 7 (max_connections 20" in f.detail
 
 
 # --- loading from an engine, and the command line ----------------------------------------------
@@ -543,41 +551,41 @@ class FakeClient:
 
 
 def test_load_swarm_maps_services_tasks_and_local_containers():
-    ts = vs.load_swarm(FakeClient(CAPTURED), "items-swarm")
-    assert set(ts) == set(vs.SWARM_SERVICES)
-    assert len(ts[vs.API].local) == 3 and len(ts[vs.API].containers) == 3
-    assert ts[vs.API].stack is ts
+    ts = engine.load_swarm(FakeClient(CAPTURED), "items-swarm")
+    assert set(ts) == set(SWARM_SERVICES)
+    assert len(ts[API].local) == 3 and len(ts[API].containers) == 3
+    assert ts[API].stack is ts
 
 
 def test_main_swarm_json_report_and_exit_code(monkeypatch, capsys):
-    monkeypatch.setattr(vs, "connect", lambda: FakeClient(CAPTURED))
-    monkeypatch.setattr(vs.urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(
-        vs.urllib.error.URLError("refused")))
-    code = vs.main(["--swarm", "--json"])
+    monkeypatch.setattr(cli, "connect", lambda: FakeClient(CAPTURED))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(
+        urllib.error.URLError("refused")))
+    code = cli.main(["--swarm", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["orchestrator"] == "swarm" and report["project"] == "items-swarm"
     failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
-    assert failed == {(vs.API, "API-HEALTH"), (vs.PGADMIN, "PGADMIN-PING")}  # nothing answers HTTP here
+    assert failed == {(API, "API-HEALTH"), (PGADMIN, "PGADMIN-PING")}  # nothing answers HTTP here
     assert code == report["exit_code"] == 1
 
 
 def test_main_swarm_cannot_run(monkeypatch, capsys):
-    monkeypatch.setattr(vs, "connect", lambda: FakeClient(CAPTURED, swarm_state="inactive"))
-    assert vs.main(["--swarm"]) == 2
+    monkeypatch.setattr(cli, "connect", lambda: FakeClient(CAPTURED, swarm_state="inactive"))
+    assert cli.main(["--swarm"]) == 2
     assert capsys.readouterr().err.startswith("verify_stack: this engine is not part of a swarm")
-    monkeypatch.setattr(vs, "connect", lambda: FakeClient({**CAPTURED, "services": {}}))
-    assert vs.main(["--stack", "items-swarm"]) == 2
+    monkeypatch.setattr(cli, "connect", lambda: FakeClient({**CAPTURED, "services": {}}))
+    assert cli.main(["--stack", "items-swarm"]) == 2
     assert "no services for Swarm stack 'items-swarm'" in capsys.readouterr().err
 
 
 def test_project_and_stack_do_not_mix():
     with pytest.raises(SystemExit) as e:
-        vs.parse_args(["--swarm", "--project", "items"])
+        cli.parse_args(["--swarm", "--project", "items"])
     assert e.value.code == 2
 
 
 def test_duration():
-    assert [vs.duration(x) for x in (0, 2 * vs.NS, 90 * vs.NS, 120 * vs.NS, 1500 * 10**6)] == [
+    assert [values.duration(x) for x in (0, 2 * values.NS, 90 * values.NS, 120 * values.NS, 1500 * 10**6)] == [
         "0s", "2s", "1m30s", "2m", "1.5s"]
 
 
@@ -606,7 +614,7 @@ def test_stack_file_has_the_old_loaders_types():
 
 def test_swarm_file_leaves_nothing_that_swarm_ignores():
     assert swarm.ignored_keys(RENDERED) == []
-    assert set(RENDERED["services"]) == set(vs.SWARM_SERVICES)
+    assert set(RENDERED["services"]) == set(SWARM_SERVICES)
 
 
 @pytest.mark.parametrize(("key", "value"), [

@@ -53,8 +53,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import verify_stack  # noqa: E402  (shares the connection budget with the verifier)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout, not tools/
+from tools.verify import budget as db_budget  # noqa: E402  (the verifier's connection budget)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_FILES = ("compose.yaml", "compose.prod.yaml")
@@ -245,17 +245,17 @@ def content_versions(rendered: dict, salt: bytes) -> dict[tuple[str, str], str]:
 
 
 def budget(rendered: dict) -> tuple[bool, str]:
-    """The connection budget of the rendered stack (see verify_stack.connection_budget)."""
+    """The connection budget of the rendered stack (see tools/verify/budget.py)."""
     services = rendered.get("services") or {}
     api, db = services.get(API_SERVICE) or {}, services.get("postgres") or {}
     deploy = api.get("deploy") or {}
     replicas = int(deploy.get("replicas", 1))
     # The old loader's defaults: stop-first, one task at a time.
-    surge = max(verify_stack.update_surge(replicas, (deploy.get(k) or {}).get("order") or "stop-first",
-                                          int((deploy.get(k) or {}).get("parallelism", 1)))
+    surge = max(db_budget.update_surge(replicas, (deploy.get(k) or {}).get("order") or "stop-first",
+                                       int((deploy.get(k) or {}).get("parallelism", 1)))
                 for k in ("update_config", "rollback_config"))
-    settings = verify_stack.postgres_settings(db.get("command") or [])
-    return verify_stack.connection_budget(api.get("environment") or {}, replicas, surge, settings)
+    settings = db_budget.postgres_settings(db.get("command") or [])
+    return db_budget.connection_budget(api.get("environment") or {}, replicas, surge, settings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import http.cookiejar
-import importlib.util
 import json
 import re
 import shutil
@@ -28,13 +27,10 @@ from pathlib import Path
 
 import pytest
 from support import unavailable
+from tools import offline_images
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("offline_images", ROOT / "tools" / "offline_images.py")
-offline_images = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(offline_images)
 PYTHON_IMAGE = offline_images.PYTHON_IMAGE
 POSTGRES_IMAGE = offline_images.POSTGRES_IMAGE
 PGADMIN_IMAGE = offline_images.PGADMIN_IMAGE

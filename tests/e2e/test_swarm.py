@@ -23,6 +23,7 @@ import http.client
 import itertools
 import json
 import os
+import signal
 import re
 import secrets
 import socket
@@ -38,7 +39,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tools import verify_stack as vs
+from tools.verify.model import API, POSTGRES, SWARM_SERVICES
+from tools.verify.run import SWARM
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
@@ -97,7 +99,7 @@ class SwarmStack:
 
     def derived_image(self, tag: str, *lines: str) -> str:
         """An image on top of the one the API runs (no rebuild): a new id, so a new content tag."""
-        base = self.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        base = self.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         dockerfile = "\n".join([f"FROM {base}", *lines, f"LABEL items.e2e={tag}"]) + "\n"
         r = subprocess.run([self.docker.binary, "build", "--quiet", "--tag", f"items-api:{tag}", "-"],
                            input=dockerfile, capture_output=True, text=True, env=self.env, timeout=120)
@@ -251,7 +253,7 @@ def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 3
     deadline = time.monotonic() + seconds
     while True:
         logs = stack.docker("service", "logs", "--no-trunc", "--since", "10m",
-                            f"{stack.name}_{vs.API}").stdout
+                            f"{stack.name}_{API}").stdout
         found = {}
         for line in logs.splitlines():
             prefix, _, text = line.partition("|")
@@ -327,8 +329,8 @@ def test_verifier_passes_the_deployed_stack(swarm) -> None:
     assert r.returncode == 0, not_passed
     assert report["orchestrator"] == "swarm" and report["profile"] == "prod"
     # The one thing a stack cannot set (README, "Scaling out"): a warning, unless the engine sets it.
-    assert {(s, i) for s, i, _ in not_passed} <= {(s, "NO-NEW-PRIVS") for s in vs.SWARM_SERVICES}
-    expected = {(s, c.id) for c in vs.SWARM_CHECKS for s in c.services}
+    assert {(s, i) for s, i, _ in not_passed} <= {(s, "NO-NEW-PRIVS") for s in SWARM_SERVICES}
+    expected = {(s, c.id) for c in SWARM.checks for s in c.services}
     assert {(f["service"], f["id"]) for f in report["findings"]} == expected
     human = swarm.verify()
     assert human.returncode == 0 and human.stdout.splitlines()[0].startswith(f"Swarm stack '{swarm.name}'")
@@ -341,7 +343,7 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and {reason}")
         pytest.skip(reason)
-    before = swarm.tasks(vs.API)
+    before = swarm.tasks(API)
     assert len(before) == 3
     victim = before[0]
     container = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])
@@ -352,7 +354,7 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
         killed_at = time.monotonic()
         deadline = killed_at + 90
         while True:
-            now = swarm.tasks(vs.API)
+            now = swarm.tasks(API)
             ids = {t["ID"] for t in now}
             if len(now) == 3 and victim["ID"] not in ids:
                 healthy = [swarm.docker.inspect(t["Status"]["ContainerStatus"]["ContainerID"])["State"]
@@ -371,9 +373,34 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
     assert state["State"] == "failed" and "137" in state.get("Err", ""), state
 
 
+def test_wedged_task_is_replaced_within_90_s(swarm) -> None:
+    """A task whose workers are SIGSTOPped (alive, silent) is restarted by its watchdog or health check."""
+    if os.geteuid() != 0:
+        reason = "stopping a container's processes from the host needs root on the engine's machine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    swarm.wait_converged()
+    victim = swarm.tasks(API)[0]
+    main = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])["State"]["Pid"]
+    for pid in granian_workers(main):
+        os.kill(pid, signal.SIGSTOP)
+    wedged_at = time.monotonic()
+    while True:
+        now = swarm.tasks(API)
+        if len(now) == 3 and victim["ID"] not in {t["ID"] for t in now}:
+            break
+        assert time.monotonic() - wedged_at < 90, "the wedged task was not replaced within 90 s"
+        time.sleep(0.5)
+    replaced_in = time.monotonic() - wedged_at
+    swarm.wait_converged()
+    print(f"\n[e2e] wedged task replaced in {replaced_in:.1f} s")
+    assert swarm.docker.inspect(victim["ID"])["Status"]["State"] in ("failed", "complete", "shutdown")
+
+
 def test_rolling_update_under_load(swarm) -> None:
     """`swarm.py update` to a new image while requests flow: no failure, every task ends on the new image."""
-    old = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    old = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     new_ref = swarm.derived_image(f"e2e-next-{uuid.uuid4().hex[:8]}")
     new_id = swarm.image_id(new_ref)
     with Load(swarm.api_port, "/health") as load:
@@ -384,28 +411,28 @@ def test_rolling_update_under_load(swarm) -> None:
     print(f"\n[e2e] rolling update {old} -> {new_ref} in {took:.1f} s under {load.ok} requests")
     assert load.failures == [], load.failures
     assert load.ok > 50
-    spec_image = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    spec_image = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert spec_image == f"items-api:{new_id.removeprefix('sha256:')[:12]}" != old, r.stderr
-    tasks = swarm.tasks(vs.API)
+    tasks = swarm.tasks(API)
     assert len(tasks) == 3 and {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {spec_image}
     containers = [swarm.docker.inspect(t["Status"]["ContainerStatus"]["ContainerID"]) for t in tasks]
     assert {c["Image"] for c in containers} == {new_id}
-    assert swarm.service(vs.API)["UpdateStatus"]["State"] == "completed"
+    assert swarm.service(API)["UpdateStatus"]["State"] == "completed"
 
 
 def test_broken_image_is_rolled_back(swarm) -> None:
     """A new image whose health check never passes: the update rolls back by itself, nobody notices."""
-    good = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    good_tasks = {t["ID"] for t in swarm.tasks(vs.API)}
+    good = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    good_tasks = {t["ID"] for t in swarm.tasks(API)}
     broken = swarm.derived_image(f"e2e-broken-{uuid.uuid4().hex[:8]}", BROKEN_HEALTHCHECK)
     with Load(swarm.api_port, "/health") as load:
         r = swarm.tool("update", "--image", broken, check=False)
     assert r.returncode == 1, r.stderr
     assert "rolled back" in r.stderr or "rollback_completed" in r.stderr, r.stderr
-    service = swarm.service(vs.API)
+    service = swarm.service(API)
     assert service["UpdateStatus"]["State"] == "rollback_completed", service["UpdateStatus"]
     assert service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == good
-    tasks = swarm.tasks(vs.API)
+    tasks = swarm.tasks(API)
     assert len(tasks) == 3 and {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {good}
     assert {t["ID"] for t in tasks} == good_tasks  # start-first: the old tasks never stopped
     assert load.failures == [], load.failures
@@ -413,24 +440,24 @@ def test_broken_image_is_rolled_back(swarm) -> None:
 
 def test_verifier_fails_a_weakened_stack(swarm) -> None:
     """Drift made with `docker service update`, caught by the matching checks, then undone by `up`."""
-    image = swarm.service(vs.API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    db = swarm.service(vs.POSTGRES)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    image = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    db = swarm.service(POSTGRES)["Spec"]["TaskTemplate"]["ContainerSpec"]
     secret = next(s["SecretName"] for s in db["Secrets"] if s["File"]["Name"] == "postgres_password")
     try:
         # no task restarts: only the update policy changes
         swarm.docker("service", "update", "--detach", "--update-order", "stop-first",
-                     "--update-failure-action", "pause", f"{swarm.name}_{vs.API}")
+                     "--update-failure-action", "pause", f"{swarm.name}_{API}")
         # PostgreSQL restarts (stop-first) with fewer connections and a world-readable secret
         swarm.docker("service", "update", "--quiet", "--args", "postgres -c max_connections=20",
                      "--secret-rm", secret, "--secret-add",
                      f"source={secret},target=postgres_password,uid=999,gid=999,mode=0444",
-                     f"{swarm.name}_{vs.POSTGRES}", timeout=180)
+                     f"{swarm.name}_{POSTGRES}", timeout=180)
         swarm.wait_converged()
         r = swarm.verify("--json", "--wait", "60")
         report = json.loads(r.stdout)
         failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
         assert r.returncode == 1
-        expected = {(vs.API, "UPDATE-POLICY"), (vs.API, "CONN-BUDGET"), (vs.POSTGRES, "SECRETS-OWNER")}
+        expected = {(API, "UPDATE-POLICY"), (API, "CONN-BUDGET"), (POSTGRES, "SECRETS-OWNER")}
         assert failed == expected, [f for f in report["findings"] if f["result"] == "fail"]
     finally:
         swarm.tool("up", "--image", image)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import verify_stack as vs
+from tools.verify.model import API, PGADMIN, POSTGRES, SERVICES
+from tools.verify.run import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
 WEAKENED = Path(__file__).parent / "weakened"
@@ -78,7 +79,7 @@ def weakened(stack, name: str, service: str):
 
 
 def expected_ids() -> set[tuple[str, str]]:
-    return {(s, c.id) for c in vs.CHECKS for s in c.services}
+    return {(s, c.id) for c in COMPOSE.checks for s in c.services}
 
 
 def test_prod_stack_passes_and_reports_every_check(stack):
@@ -94,7 +95,7 @@ def test_human_output_has_a_table_per_service_and_a_summary(stack):
     r = run_verify(stack)
     assert r.returncode == 0, r.stdout
     lines = r.stdout.splitlines()
-    for service in vs.SERVICES:
+    for service in SERVICES:
         assert service in lines
     assert "CIS Docker Benchmark 1.6.0" in lines[0]
     assert lines[-1].startswith("OK: ") and lines[-1].endswith(", 0 warnings, 0 failed")
@@ -111,12 +112,12 @@ def test_unknown_project_exits_2_with_one_message(stack):
 
 WEAKENINGS = [
     # (override file, service it changes, the failures it must cause, no more, no fewer)
-    ("root", vs.API, {(vs.API, "USER"), (vs.API, "PROCS-NONROOT")}),
-    ("writable", vs.POSTGRES, {(vs.POSTGRES, "READ-ONLY")}),
-    ("no-limits", vs.API, {(vs.API, "MEMORY"), (vs.API, "CPU"), (vs.API, "PIDS")}),
-    ("env-password", vs.API, {(vs.API, "ENV-NO-SECRETS")}),
-    ("public-port", vs.PGADMIN, {(vs.PGADMIN, "PORTS-LOOPBACK")}),
-    ("nnp-false", vs.POSTGRES, {(vs.POSTGRES, "NO-NEW-PRIVS")}),
+    ("root", API, {(API, "USER"), (API, "PROCS-NONROOT")}),
+    ("writable", POSTGRES, {(POSTGRES, "READ-ONLY")}),
+    ("no-limits", API, {(API, "MEMORY"), (API, "CPU"), (API, "PIDS")}),
+    ("env-password", API, {(API, "ENV-NO-SECRETS")}),
+    ("public-port", PGADMIN, {(PGADMIN, "PORTS-LOOPBACK")}),
+    ("nnp-false", POSTGRES, {(POSTGRES, "NO-NEW-PRIVS")}),
 ]
 
 

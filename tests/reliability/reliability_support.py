@@ -255,6 +255,17 @@ def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: s
 # --------------------------------------------------------------------------- the stack's containers
 
 
+def cgroup_memory_file(container_id: str) -> Path | None:
+    """Where the host keeps the container's current memory use (cgroup v2 or v1, either driver)."""
+    for path in (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
+                 f"/sys/fs/cgroup/docker/{container_id}/memory.current",
+                 f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
+                 f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope/memory.usage_in_bytes"):
+        if Path(path).exists():
+            return Path(path)
+    return None
+
+
 class StackOps:
     """Docker-level operations on the fixture's stack, by service name."""
 
@@ -312,6 +323,19 @@ class StackOps:
         assert before["Running"] and before["Pid"] > 0, before
         os.kill(before["Pid"], signal.SIGKILL)
         return before
+
+    def stop_workers(self) -> list[int]:
+        """SIGSTOP the API's Granian workers from the host, as a wedge leaves them: alive, silent.
+
+        The container's main process is tini (`init: true`), its child Granian's main process,
+        whose children are the workers. Returns the stopped pids.
+        """
+        from support import granian_workers  # not at import: the corpus subprocess loads this as a plugin
+
+        workers = granian_workers(self.state("flask-api")["Pid"])
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        return workers
 
     def api_ok(self, timeout: float = 60) -> float:
         """Wait for the API's /health to answer 200 (database reachable through the pool)."""

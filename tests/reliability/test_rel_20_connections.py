@@ -16,12 +16,11 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from reliability_load import keepalive_load
-from reliability_support import Results, scaled
+from reliability_support import Results, cgroup_memory_file, scaled
 from reliability_verdicts import judge_keepalive
 
 pytestmark = pytest.mark.e2e
@@ -29,23 +28,12 @@ pytestmark = pytest.mark.e2e
 CONNECTIONS = 256
 
 
-def _cgroup_memory_file(container_id: str) -> Path | None:
-    """Where the host keeps the container's current memory use (cgroup v2 or v1, either driver)."""
-    for path in (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
-                 f"/sys/fs/cgroup/docker/{container_id}/memory.current",
-                 f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
-                 f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope/memory.usage_in_bytes"):
-        if Path(path).exists():
-            return Path(path)
-    return None
-
-
 def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops, bodies, row):
     api = ops.inspect("flask-api")
     budget = int(ops.setting("WORKERS", "1")) * int(ops.setting("DB_POOL_MAX", "4"))
     limit = api["HostConfig"]["Memory"]
     assert limit > 0, "the API has no memory limit: run the prod stack (compose.prod.yaml)"
-    memory_file = _cgroup_memory_file(api["Id"])
+    memory_file = cgroup_memory_file(api["Id"])
     port = urlsplit(stack.api_url).port
     prefix = f"relconn-{uuid.uuid4().hex[:10]}-"
     host = f"127.0.0.1:{port}"

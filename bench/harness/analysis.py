@@ -1,0 +1,193 @@
+"""From the runs to the result: medians over the repetitions, ours ÷ each peer and ÷ each ceiling,
+and every target of the issue as met or missed. Reported, never asserted: on a shared machine
+a timing is evidence, not a test."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .config import APIS, LATENCY_SCENARIOS, PEERS, SCENARIO_LABELS, SCENARIOS, TARGETS
+from .records import Footprint, LatencyRun, Results, Run, to_json
+from .stats import NAN, median, ratio
+
+
+@dataclass
+class Throughput:
+    """One candidate, one scenario, one concurrency, over the repetitions (req/s; failed runs left out)."""
+
+    median: float
+    min: float
+    max: float
+    n: int              # runs that count
+    runs: int           # runs made, failed ones included
+    errors: int
+    cpu_us: float       # per request, API container
+    pg_cpu_us: float    # per request, PostgreSQL's container
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Throughput:
+        values = [r.rps for r in runs if not r.failed]
+        return cls(median(values), min(values, default=NAN), max(values, default=NAN), len(values), len(runs),
+                   sum(r.errors for r in runs), median(r.cpu_us for r in runs),
+                   median(r.pg_cpu_us for r in runs))
+
+    @property
+    def failed(self) -> int:
+        return self.runs - self.n
+
+
+@dataclass
+class Latency:
+    """One candidate at a fixed rate, medians over the repetitions."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    achieved_rps: float
+    send_lag_p99_ms: float
+    errors: int
+
+    @classmethod
+    def of(cls, runs: list[LatencyRun]) -> Latency:
+        return cls(median(r.p50_ms for r in runs), median(r.p90_ms for r in runs),
+                   median(r.p99_ms for r in runs), median(r.max_ms for r in runs),
+                   median(r.achieved_rps for r in runs), median(r.send_lag_p99_ms for r in runs),
+                   sum(r.errors for r in runs))
+
+
+@dataclass
+class Check:
+    """One target of the issue: what was measured, the goal, and whether it was met."""
+
+    target: str
+    value: float
+    goal: float
+    met: bool
+    detail: str
+
+
+@dataclass
+class Analysis:
+    throughput: dict[str, dict[str, Throughput]]    # scenario -> candidate (`get` also: ceiling, pgbench)
+    throughput_high: dict[str, Throughput]          # `get` at high concurrency, per API
+    live: Throughput                                # ours, /health/live
+    latency: dict[str, dict[str, Latency]]          # scenario -> API
+    ours_errors: int = 0
+    checks: list[Check] = field(default_factory=list)
+
+    def vs_peer(self, scenario: str, peer: str) -> float:
+        """Ours ÷ peer, median req/s."""
+        return ratio(self.throughput[scenario]["ours"].median, self.throughput[scenario][peer].median)
+
+    def get_vs(self, other: str) -> float:
+        """Ours `GET /items/<id>` ÷ `other` ("ceiling" or "pgbench")."""
+        return ratio(self.throughput["get"]["ours"].median, self.throughput["get"][other].median)
+
+    def live_vs_ceiling(self) -> float:
+        """Our middleware alone (no database) ÷ the constant route."""
+        return ratio(self.live.median, self.throughput["get"]["ceiling"].median)
+
+    def get_vs_live(self) -> float:
+        """What the database path keeps of our middleware's throughput."""
+        return ratio(self.throughput["get"]["ours"].median, self.live.median)
+
+    def cpu_vs_ours(self, scenario: str, peer: str) -> float:
+        return ratio(self.throughput[scenario][peer].cpu_us, self.throughput[scenario]["ours"].cpu_us)
+
+    def p99_vs(self, scenario: str, peer: str) -> float:
+        return ratio(self.latency[scenario]["ours"].p99_ms, self.latency[scenario][peer].p99_ms)
+
+    def scaling(self, key: str) -> float:
+        return ratio(self.throughput_high[key].median, self.throughput["get"][key].median)
+
+    def ratios(self) -> dict[str, float]:
+        """Every ratio by name, as latest.json has it."""
+        out = {f"{scn}_vs_{peer}": self.vs_peer(scn, peer) for scn in SCENARIOS for peer in PEERS}
+        out |= {"get_vs_ceiling": self.get_vs("ceiling"), "get_vs_pgbench": self.get_vs("pgbench"),
+                "live_vs_ceiling": self.live_vs_ceiling(), "get_vs_live": self.get_vs_live()}
+        out |= {f"cpu_{scn}_{peer}_vs_ours": self.cpu_vs_ours(scn, peer)
+                for scn in SCENARIOS for peer in PEERS}
+        out |= {f"p99_{scn}_vs_{peer}": self.p99_vs(scn, peer) for scn in LATENCY_SCENARIOS for peer in PEERS}
+        return out
+
+    def to_json(self) -> dict:
+        return {"throughput": to_json(self.throughput), "throughput_high": to_json(self.throughput_high),
+                "live": to_json(self.live), "ratios": self.ratios(),
+                "scaling": {k: self.scaling(k) for k in APIS}, "latency": to_json(self.latency),
+                "checks": to_json(self.checks), "ours_errors": self.ours_errors}
+
+
+def _throughput_checks(a: Analysis) -> list[Check]:
+    checks = []
+    for (scn, peer), goal in TARGETS.vs_peer.items():
+        v = a.vs_peer(scn, peer)
+        checks.append(Check(f"{SCENARIO_LABELS[scn].split(' (')[0]}: ours / {peer} peer", v, goal, v >= goal,
+                            f"≥ {goal}×"))
+    goal = TARGETS.get_vs_ceiling
+    v = a.get_vs("ceiling")
+    checks.append(Check("GET /items/<id>: ours / framework ceiling", v, goal, v >= goal, f"≥ {goal}×"))
+    return checks
+
+
+def _latency_checks(a: Analysis) -> list[Check]:
+    goal = TARGETS.p99_vs_peer
+    checks = []
+    for scn in LATENCY_SCENARIOS:
+        for peer in PEERS:
+            v = a.p99_vs(scn, peer)
+            checks.append(Check(f"p99 at fixed rate, {scn}: ours / {peer} peer", v, goal, v <= goal,
+                                f"≤ {goal}×"))
+    return checks
+
+
+def _robustness_checks(results: Results, a: Analysis) -> list[Check]:
+    s = results.settings
+    v = a.scaling("ours")
+    goal = TARGETS.scaling
+    checks = [Check(f"ours at {s.high_connections} / at {s.connections} connections", v, goal, v >= goal,
+                    f"≥ {goal}×"),
+              Check("ours: errors in every run", a.ours_errors, 0, a.ours_errors == 0, "= 0")]
+    budget, peak = results.pool_budget, results.pg_connections.peaks.get("ours")
+    if budget is not None and peak is not None:
+        checks.append(Check("ours: peak PostgreSQL connections / pool budget", peak.peak, budget,
+                            peak.peak <= budget, f"≤ {budget} (WORKERS × DB_POOL_MAX)"))
+    return checks
+
+
+def _footprint_checks(fp: Footprint) -> list[Check]:
+    checks = []
+    sizes = fp.image_mb
+    if sizes:
+        ours, comparison = sizes["ours"], sizes["python_base_plus_our_venv"]
+        checks.append(Check("image: ours / python base + same venv", ratio(ours, comparison), 1.0,
+                            ours < comparison, "< 1×"))
+    if fp.cold_start_s:
+        v, goal = fp.cold_start_s["ours"], TARGETS.cold_start_s
+        checks.append(Check("cold start, docker start → 200 on /health/ready (s)", v, goal, v <= goal,
+                            f"≤ {goal} s"))
+    if not math.isnan(fp.rebuild_s):
+        v, goal = fp.rebuild_s, TARGETS.rebuild_s
+        checks.append(Check("rebuild after one app/ file changed, warm cache (s)", v, goal, v <= goal,
+                            f"≤ {goal} s"))
+    return checks
+
+
+def analyse(results: Results) -> Analysis:
+    s = results.settings
+    conns, high = s.connections, s.high_connections
+
+    def of(key: str, scenario: str, c: int = conns) -> Throughput:
+        return Throughput.of(results.runs_of(key, scenario, c))
+
+    tp = {scn: {k: of(k, scn) for k in APIS} for scn in SCENARIOS}
+    tp["get"]["ceiling"] = of("ceiling", "get")
+    tp["get"]["pgbench"] = of("pgbench", "get")
+    lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
+    ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
+                   + sum(r.errors for r in results.latency_runs_of("ours")))
+    a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, of("ours", "live"), lat, ours_errors)
+    a.checks = [*_throughput_checks(a), *_latency_checks(a), *_robustness_checks(results, a),
+                *_footprint_checks(results.footprint)]
+    return a

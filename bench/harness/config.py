@@ -1,0 +1,111 @@
+"""What every step of the benchmark shares: paths, images, the peers, the endpoints, the targets
+and how long to measure. One place, so that the run, the analysis and the report cannot disagree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml")
+OUR_IMAGE = "items-api:local"
+BASE_IMAGE = "python:3.14-slim-trixie"
+PG_IMAGE = "postgres:18-trixie"
+COMPARISON_IMAGE = "items-bench-base-venv:local"
+VENV_STAGE_IMAGE = "items-bench-venv-stage:local"
+REBUILD_IMAGE = "items-bench-rebuild:local"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+ENGINE_DIR = Path("/opt/docker-engine")
+# Variables of the product's configuration that the benchmark passes through to the stack.
+OUR_SETTINGS = ("WORKERS", "BLOCKING_THREADS", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT", "LOG_LEVEL")
+
+SCENARIOS = ("get", "list", "post", "patch", "mix")
+LATENCY_SCENARIOS = ("get", "mix")
+SCENARIO_LABELS = {
+    "get": "GET /items/<id>",
+    "list": "GET /items?limit=20",
+    "post": "POST /items",
+    "patch": "PATCH /items/<id>",
+    "mix": "mix (70% get, 15% list, 10% patch, 5% post)",
+}
+# The API candidates: ours and the peers (the ceilings are measured on `get` only).
+APIS = ("ours", "flask", "fastapi")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer API under bench/peers/<directory>, built the way its framework's templates build it."""
+
+    key: str
+    label: str
+    directory: str
+    image: str
+    port: int
+    driver: str
+    # `docker run` limits that replace ours where the peer's defaults do not fit them (see bench/README.md).
+    limits: dict[str, str] = field(default_factory=dict)
+
+    def database_url(self, password: str) -> str:
+        return f"{self.driver}://app:{password}@postgres:5432/appdb"
+
+
+PEERS = {
+    "flask": Peer(
+        "flask", "Flask + Flask-SQLAlchemy + psycopg2 + Gunicorn sync", "flask_sqlalchemy",
+        "items-bench-peer-flask-sqlalchemy:local", 5000, "postgresql+psycopg2",
+        # 5 sync workers of ~45 MiB each: at our 256 MiB they sit at the limit.
+        {"--memory": "1g", "--memory-swap": "1g"}),
+    "fastapi": Peer(
+        "fastapi", "FastAPI + SQLModel + Uvicorn workers", "fastapi_sqlmodel",
+        "items-bench-peer-fastapi-sqlmodel:local", 8000, "postgresql+psycopg",
+        # 4 Uvicorn workers of ~90 MiB each: at our 256 MiB the kernel OOM-kills them while they start.
+        # Each worker runs sync endpoints on anyio's pool of up to 40 threads: at our 64 pids
+        # threads fail to start ("can't start new thread") under load.
+        {"--memory": "1g", "--memory-swap": "1g", "--pids-limit": "512"}),
+}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The issue's targets (issue 6, "Targets")."""
+
+    # ours ÷ peer, req/s, at least: (scenario, peer) -> ratio
+    vs_peer: dict[tuple[str, str], float] = field(default_factory=lambda: {
+        ("get", "flask"): 2.5, ("get", "fastapi"): 4.0, ("mix", "flask"): 2.0, ("mix", "fastapi"): 3.0})
+    get_vs_ceiling: float = 0.6     # ours ÷ the constant route, at least
+    p99_vs_peer: float = 0.5        # ours ÷ peer, p99 at a fixed rate, at most
+    scaling: float = 0.9            # req/s at high ÷ at normal connections, at least
+    cold_start_s: float = 2.0
+    rebuild_s: float = 15.0
+
+
+TARGETS = Targets()
+
+
+@dataclass
+class Settings:
+    smoke: bool = False
+    duration: int = 6           # seconds per closed-loop run
+    reps: int = 3               # alternating repetitions
+    warmup: int = 2             # seconds per candidate and scenario before the first repetition
+    connections: int = 32
+    high_connections: int = 256
+    latency_duration: float = 8.0
+    latency_warmup: float = 2.0
+    latency_reps: int = 3
+    latency_fraction: float = 0.7
+    seed_items: int = 10_000
+    cold_start_reps: int = 3
+    project: str = "items-bench"
+    out: Path = BENCH / "results"
+    keep: bool = False
+    build: bool = True
+    ours_env: dict[str, str] = field(default_factory=dict)
+    chart: bool = True
+
+    @classmethod
+    def for_smoke(cls, **kw) -> Settings:
+        return cls(smoke=True, duration=1, reps=1, warmup=0, latency_duration=1.0, latency_warmup=0.5,
+                   latency_reps=1, seed_items=1000, cold_start_reps=1, project="items-bench-smoke",
+                   out=BENCH / "results" / "tmp" / "smoke", **kw)

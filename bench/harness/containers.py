@@ -1,0 +1,132 @@
+"""The candidates that run beside our stack: the peers, the framework ceiling and (for --tune)
+clones of our API. Each is a `docker run` on the stack's networks with the resource limits of our
+running API container, read from it, so that every API competes under the same limits.
+
+Where a peer's defaults do not fit those limits it gets what they need instead (config.PEERS);
+the ceiling and the clones also copy our container's hardening."""
+
+from __future__ import annotations
+
+from .config import BENCH, OUR_SETTINGS, Peer
+from .shell import free_port, log, wait_http_ok
+from .stack import Candidate, Stack
+
+
+def limit_options(info: dict) -> list[str]:
+    """`docker run` options for the resource limits and log driver of a container we inspected (ours)."""
+    host = info["HostConfig"]
+    opts = []
+    if host.get("NanoCpus"):
+        opts += ["--cpus", f"{host['NanoCpus'] / 1e9:g}"]
+    if host.get("Memory"):
+        opts += ["--memory", str(host["Memory"])]
+        if host.get("MemorySwap"):
+            opts += ["--memory-swap", str(host["MemorySwap"])]
+    if host.get("PidsLimit"):
+        opts += ["--pids-limit", str(host["PidsLimit"])]
+    logc = host.get("LogConfig") or {}
+    if logc.get("Type"):
+        opts += ["--log-driver", logc["Type"]]
+        for k, v in (logc.get("Config") or {}).items():
+            opts += ["--log-opt", f"{k}={v}"]
+    return opts
+
+
+def with_overrides(opts: list[str], overrides: dict[str, str]) -> list[str]:
+    """`opts` with each flag of `overrides` set to its value (replaced, or added)."""
+    opts = list(opts)
+    for flag, value in overrides.items():
+        if flag in opts:
+            opts[opts.index(flag) + 1] = value
+        else:
+            opts += [flag, value]
+    return opts
+
+
+def hardening(info: dict) -> list[str]:
+    """`docker run` options for the hardening of a container we inspected (ours)."""
+    host = info["HostConfig"]
+    options = ["--user", info["Config"].get("User") or "10001:10001"]
+    if host.get("ReadonlyRootfs"):
+        options.append("--read-only")
+    for cap in host.get("CapDrop") or []:
+        options += ["--cap-drop", cap]
+    for opt in host.get("SecurityOpt") or []:
+        options += ["--security-opt", opt]
+    if host.get("Init"):
+        options.append("--init")
+    return options
+
+
+def _networks(info: dict) -> tuple[str, str]:
+    nets = info["NetworkSettings"]["Networks"]
+    return next(n for n in nets if n.endswith("_backend")), next(n for n in nets if n.endswith("_edge"))
+
+
+def start_container(stack: Stack, key: str, label: str, name: str, port: int, options: list[str],
+                    image_and_cmd: list[str], limits: dict[str, str] | None = None) -> Candidate:
+    """Run a candidate on the stack's networks under our API's limits and wait until it is ready."""
+    docker = stack.docker
+    ours = stack.ours_info()
+    backend, edge = _networks(ours)
+    host_port = free_port()
+    docker("rm", "-f", name, check=False)
+    docker("create", "--name", name, "--label", f"items-bench.project={stack.settings.project}",
+           "--network", edge, "-p", f"127.0.0.1:{host_port}:{port}",
+           *with_overrides(limit_options(ours), limits or {}), *options, *image_and_cmd)
+    docker("network", "connect", backend, name)
+    docker("start", name)
+    c = Candidate(key, label, name, port, host_port)
+    try:
+        wait_http_ok(c.ready_url, 90)
+    except RuntimeError:
+        logs = docker("logs", "--tail", "60", name, check=False)
+        raise RuntimeError(f"{name} did not get ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}") from None
+    c.refresh(docker)
+    stack.candidates[key] = c
+    return c
+
+
+def start_peer(stack: Stack, peer: Peer) -> Candidate:
+    """A peer against the stack's PostgreSQL and `items` table, as the `app` role."""
+    url = peer.database_url(stack.secrets["app_db_password"])
+    name = f"{stack.settings.project}-peer-{peer.key}"
+    return start_container(stack, peer.key, peer.label, name, peer.port, ["-e", f"DATABASE_URL={url}"],
+                           [peer.image], peer.limits)
+
+
+def start_ceiling(stack: Stack, source: str = "ours", key: str = "ceiling") -> Candidate:
+    """A constant Flask route in our image, under the Granian settings and hardening of `source`."""
+    info = stack.docker.inspect(stack.candidates[source].container)
+    env = [e for e in info["Config"]["Env"] if e.split("=", 1)[0] in OUR_SETTINGS or e.startswith("MAX_BODY")]
+    options = [*hardening(info),
+               "-v", f"{BENCH / 'ceiling'}:/bench:ro", "-e", "PYTHONPATH=/bench:/app",
+               # Read by the product's Config, never connected to.
+               "-e", "DATABASE_URL=postgresql://ceiling@127.0.0.1:1/none",
+               "--entrypoint", "python"]
+    for e in env:
+        options += ["-e", e]
+    c = start_container(stack, key, "framework ceiling (constant Flask route, same Granian settings)",
+                        f"{stack.settings.project}-{key}", 5000, options,
+                        [info["Config"]["Image"], "/bench/serve_ceiling.py"])
+    log(f"framework ceiling {key} ready")
+    return c
+
+
+def clone_ours(stack: Stack, key: str, overrides: dict[str, str]) -> Candidate:
+    """Our API once more, as compose runs it (image, environment, secret, limits, hardening,
+    networks), with other settings: configurations measured side by side, not one after another.
+    `IMAGE` in `overrides` runs another image."""
+    info = stack.ours_info()
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    overrides = dict(overrides)
+    image = overrides.pop("IMAGE", None) or info["Config"]["Image"]
+    env.update(overrides)
+    options = hardening(info)
+    for m in info["Mounts"]:
+        if m["Type"] == "bind":
+            options += ["-v", f"{m['Source']}:{m['Destination']}{'' if m['RW'] else ':ro'}"]
+    for k, v in env.items():
+        options += ["-e", f"{k}={v}"]
+    label = "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
+    return start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000, options, [image])

@@ -1,0 +1,226 @@
+"""The run as people read it: bench/results/latest.md (one function per section), the ratios and
+targets printed at the end of the run, and the three files written together (JSON, Markdown, chart)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .analysis import Analysis, Throughput, analyse
+from .chart import chart
+from .config import APIS, BASE_IMAGE, LATENCY_SCENARIOS, PEERS, SCENARIO_LABELS, SCENARIOS, TARGETS
+from .records import Results, to_json, write_json
+from .shell import log
+from .stats import NAN, ratio
+
+
+def f0(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x:,.0f}"
+
+
+def f2(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x:.2f}"
+
+
+def cell(t: Throughput) -> str:
+    """Median (min–max), with errors and failed runs when there were any."""
+    return (f"{f0(t.median)} ({f0(t.min)}–{f0(t.max)})"
+            + (f", {t.errors} err" if t.errors else "")
+            + (f", {t.failed} failed run{'s' * (t.failed > 1)}" if t.failed else ""))
+
+
+def header(results: Results) -> list[str]:
+    s, m, cfg = results.settings, results.machine, results.ours_config
+    overrides = "; ".join(f"{k}: `{' '.join(f'{a} {b}' for a, b in v.items())}`"
+                          for k, v in results.peer_limit_overrides.items() if v)
+    return [
+        f"# Benchmark results ({'smoke run: timings meaningless' if s.smoke else 'full run'})",
+        "",
+        (f"Run {results.started}, {results.elapsed_s / 60:.1f} min, on {m.cpus if m else None} × "
+         f"{m.cpu_model if m else '?'} (kernel {m.kernel if m else None}, Docker {m.docker if m else None}, "
+         f"load average at start {m.loadavg_at_start if m else None}). Every number below was measured in "
+         "this one run: absolute numbers on a shared 2-core machine are noise, the ratios are the result."),
+        "",
+        (f"- Closed loop: wrk `-t1 -c{s.connections}` (and `-c{s.high_connections}` for scaling), "
+         f"{s.duration} s per run, {s.reps} alternating repetitions after a {s.warmup} s warm-up per "
+         "candidate and endpoint; median (min–max) req/s."),
+        f"- Load path: {results.load_path}.",
+        (f"- Ours: `{' '.join(f'{k}={v}' for k, v in cfg.items() if v)}` (the rest at the stack's defaults); "
+         f"every API container: `{' '.join(results.limits.docker_run_options)}`."),
+        (f"- Where a peer's defaults do not fit our limits it gets what they need instead: {overrides} "
+         "(see bench/README.md)."),
+        (f"- Data: {s.seed_items:,} seeded items, ids drawn uniformly; PostgreSQL 18 of the stack (its own "
+         "prod limits). Peers' answers equal ours: "
+         f"{'yes' if results.contract_check.ok else 'NO, see latest.json'}."),
+    ]
+
+
+def throughput_section(a: Analysis) -> list[str]:
+    lines = ["## Throughput (req/s) and ratios", "",
+             "| endpoint | ours | Flask peer | FastAPI peer | ours ÷ Flask | ours ÷ FastAPI |",
+             "|---|---|---|---|---|---|"]
+    for scn in SCENARIOS:
+        tp = a.throughput[scn]
+        ratios = []
+        for peer in PEERS:
+            goal = TARGETS.vs_peer.get((scn, peer))
+            ratios.append(f"**{f2(a.vs_peer(scn, peer))}×**" + (f" (≥ {goal})" if goal else ""))
+        lines.append(f"| {SCENARIO_LABELS[scn]} | {cell(tp['ours'])} | {cell(tp['flask'])} | "
+                     f"{cell(tp['fastapi'])} | {' | '.join(ratios)} |")
+    return lines
+
+
+def limits_section(results: Results, a: Analysis) -> list[str]:
+    get = a.throughput["get"]
+    return [
+        "## Against the machine's limits",
+        "",
+        "| | req/s or tps | ours `GET /items/<id>` ÷ it |",
+        "|---|---|---|",
+        ("| framework ceiling: constant Flask route, same image, same Granian settings, same limits | "
+         f"{cell(get['ceiling'])} | **{f2(a.get_vs('ceiling'))}×** (≥ {TARGETS.get_vs_ceiling}) |"),
+        (f"| PostgreSQL ceiling: `pgbench -S -M prepared -c{results.settings.connections} -j2` over TCP "
+         f"127.0.0.1 | {cell(get['pgbench'])} | **{f2(a.get_vs('pgbench'))}×** |"),
+        ("| ours `GET /health/live`: the product's Flask app and middleware (request id, JSON log line), "
+         f"no database | {cell(a.live)} | {f2(a.get_vs_live())}× |"),
+        "",
+        ("Where the distance to the framework ceiling goes: our middleware alone reaches "
+         f"{f2(a.live_vs_ceiling())}× of the bare constant route, and the database path keeps "
+         f"{f2(a.get_vs_live())}× of that."),
+    ]
+
+
+def cpu_section(a: Analysis) -> list[str]:
+    lines = [
+        "## CPU time per request (µs, median; cgroup counters of each container)",
+        "",
+        ("| endpoint | ours API | ours PostgreSQL | Flask API | Flask PostgreSQL | FastAPI API "
+         "| FastAPI PostgreSQL | API CPU: Flask ÷ ours | FastAPI ÷ ours |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scn in SCENARIOS:
+        tp = a.throughput[scn]
+        cpu = " | ".join(f"{f0(tp[k].cpu_us)} | {f0(tp[k].pg_cpu_us)}" for k in APIS)
+        vs = " | ".join(f"{f2(a.cpu_vs_ours(scn, peer))}×" for peer in PEERS)
+        lines.append(f"| {scn} | {cpu} | {vs} |")
+    lines += [
+        f"| constant route (ceiling) | {f0(a.throughput['get']['ceiling'].cpu_us)} | | | | | | | |",
+        f"| ours /health/live | {f0(a.live.cpu_us)} | | | | | | | |",
+        "",
+        ("Every API container has the same CPU limit, so the CPU a request costs bounds its throughput; this "
+         "measure moves less than req/s when other work shares the machine."),
+    ]
+    return lines
+
+
+def latency_section(results: Results, a: Analysis) -> list[str]:
+    s = results.settings
+    lines = [
+        (f"## Latency at a fixed rate ({int(s.latency_fraction * 100)}% of the slowest peer's throughput), "
+         "open loop, coordinated omission accounted for"),
+        "",
+        ("bench/loadgen.py: requests due at fixed intervals, latency measured from the intended send time, "
+         f"{s.latency_duration:g} s after {s.latency_warmup:g} s unrecorded, median of {s.latency_reps} "
+         "repetitions."),
+        "",
+        "| endpoint | rate | candidate | p50 ms | p90 ms | p99 ms | max ms | errors | ours p99 ÷ its p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scn in LATENCY_SCENARIOS:
+        rate = results.latency_rates.get(scn, NAN)
+        for key in APIS:
+            d = a.latency[scn][key]
+            vs = "" if key == "ours" else f"**{f2(a.p99_vs(scn, key))}×** (≤ {TARGETS.p99_vs_peer})"
+            lines.append(f"| {scn} | {f0(rate)}/s | {key} | {f2(d.p50_ms)} | {f2(d.p90_ms)} | "
+                         f"{f2(d.p99_ms)} | {f2(d.max_ms)} | {d.errors} | {vs} |")
+    return lines
+
+
+def scaling_section(results: Results, a: Analysis) -> list[str]:
+    conns, high = results.settings.connections, results.settings.high_connections
+    lines = [
+        f"## Scaling, errors, PostgreSQL connections (`GET /items/<id>`, {high} vs {conns} connections)",
+        "",
+        (f"| candidate | req/s at {conns} | req/s at {high} | {high} ÷ {conns} | errors, all runs "
+         "| peak PostgreSQL connections |"),
+        "|---|---|---|---|---|---|",
+    ]
+    for key in APIS:
+        errors = sum(r.errors for r in results.runs if r.candidate == key)
+        peak = results.pg_connections.peaks.get(key)
+        shown = str(peak.peak) if peak else "—"
+        if key == "ours" and results.pool_budget is not None:
+            shown = f"{shown} (budget {results.pool_budget})"
+        lines.append(f"| {key} | {f0(a.throughput['get'][key].median)} | "
+                     f"{f0(a.throughput_high[key].median)} | **{f2(a.scaling(key))}×** | {errors} | "
+                     f"{shown} |")
+    return lines
+
+
+def footprint_section(results: Results) -> list[str]:
+    fp = results.footprint
+
+    def row(title: str, values: dict[str, float], fmt) -> str:
+        return f"| {title} | " + " | ".join(fmt(values.get(k, NAN)) for k in APIS) + " |"
+
+    sizes = fp.image_mb
+    base, comparison = sizes.get("python_base", NAN), sizes.get("python_base_plus_our_venv", NAN)
+    return [
+        "## Footprint",
+        "",
+        "| | ours | Flask peer | FastAPI peer |",
+        "|---|---|---|---|",
+        row("image size (MB)", sizes, f0),
+        row("memory after the run (MiB)", fp.memory_mib, f0),
+        row("cold start, `docker start` → 200 on /health/ready (s)", fp.cold_start_s, f2),
+        "",
+        (f"- Python base image `{BASE_IMAGE}` (the local stand-in): {f0(base)} MB; that image plus exactly "
+         f"our venv (the product Dockerfile's builder stage, libpq5, app/): {f0(comparison)} MB; ours ÷ "
+         f"that: **{f2(ratio(sizes.get('ours', NAN), comparison))}×**."),
+        (f"- Rebuild of our image after changing one file under app/, warm cache: **{f2(fp.rebuild_s)} s** "
+         f"(≤ {TARGETS.rebuild_s:g}); with nothing changed {f2(fp.rebuild_unchanged_s)} s."),
+    ]
+
+
+def value_text(value: float, fmt=f2) -> str:
+    return fmt(value) if isinstance(value, float) else str(value)
+
+
+def targets_section(a: Analysis) -> list[str]:
+    lines = ["## Targets (issue 6)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    for c in a.checks:
+        verdict = "met" if c.met else "**missed**"
+        lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
+    return lines
+
+
+def markdown(results: Results, a: Analysis) -> str:
+    sections = [header(results), throughput_section(a), limits_section(results, a), cpu_section(a),
+                latency_section(results, a), scaling_section(results, a), footprint_section(results),
+                targets_section(a), ["![throughput and latency](latest.png)"]]
+    return "\n\n".join("\n".join(section) for section in sections) + "\n"
+
+
+def print_summary(a: Analysis) -> None:
+    print("\nRatios (medians of this run):")
+    for scn in SCENARIOS:
+        print(f"  {SCENARIO_LABELS[scn]:<46} ours ÷ Flask {a.vs_peer(scn, 'flask'):5.2f}×   "
+              f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
+    print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
+    print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
+    print("\nTargets (issue 6; reported, never asserted):")
+    for c in a.checks:
+        vs = value_text(c.value, lambda v: f"{v:.2f}")
+        print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")
+
+
+def write_outputs(results: Results, out: Path, want_chart: bool) -> Analysis:
+    """latest.json (the results and their analysis), latest.md and, if wanted, latest.png in `out`."""
+    a = analyse(results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "latest.json", {**to_json(results), "analysis": a.to_json()})
+    (out / "latest.md").write_text(markdown(results, a) + "\n")
+    if want_chart:
+        chart(results, a, out / "latest.png")
+    log(f"wrote {out / 'latest.json'}, latest.md{', latest.png' if want_chart else ''}")
+    return a

@@ -1,0 +1,88 @@
+"""Running commands (docker above all) and asking 127.0.0.1 over HTTP: what every step does, once.
+
+A failed command raises with the tail of its output, so that a broken step says why."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import ENGINE_DIR, ROOT
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd: list[str], *, check: bool = True, timeout: float = 600, env: dict | None = None,
+        cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}\n{(r.stdout or '')[-3000:]}\n"
+                           f"{(r.stderr or '')[-3000:]}")
+    return r
+
+
+def docker_binary() -> str:
+    found = shutil.which("docker")
+    if found:
+        return found
+    candidate = ENGINE_DIR / "usr/bin/docker"
+    if candidate.exists():
+        return str(candidate)
+    raise SystemExit("bench: no docker client (PATH or /opt/docker-engine; see .ci/engine.sh)")
+
+
+class Docker:
+    """The docker client: `docker("ps")` runs it; `inspect` reads an object."""
+
+    def __init__(self) -> None:
+        self.binary = docker_binary()
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600,
+                 env: dict | None = None) -> subprocess.CompletedProcess:
+        return run([self.binary, *args], check=check, timeout=timeout, env=env)
+
+    def inspect(self, obj: str) -> dict:
+        return json.loads(self("inspect", obj).stdout)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+def get_json(url: str, timeout: float = 10) -> tuple[int, dict | None]:
+    """Status and JSON body of a GET; the body is None for an error status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def wait_http_ok(url: str, timeout: float, interval: float = 0.02) -> float:
+    """Seconds until `url` answers 200; raises after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if http_status(url) == 200:
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")

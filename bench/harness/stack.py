@@ -1,0 +1,224 @@
+"""Our prod stack as the benchmark runs it: compose.yaml + compose.prod.yaml, services `postgres`
+and `flask-api` only, under a compose project of its own, on free ports of 127.0.0.1, with random
+secrets in a temporary directory, so that nothing of a developer's own stack or .env leaks in.
+
+It also builds every image the run measures (ours, the peers, the footprint comparison) and
+seeds the data; `containers` starts the other candidates beside it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from .cgroup import cpu_counter
+from .config import (
+    BENCH,
+    COMPARISON_IMAGE,
+    COMPOSE_FILES,
+    ENGINE_DIR,
+    HOST_CA_BUNDLE,
+    OUR_IMAGE,
+    OUR_SETTINGS,
+    PEERS,
+    VENV_STAGE_IMAGE,
+    Settings,
+)
+from .shell import Docker, free_port, log, wait_http_ok
+
+
+@dataclass
+class Candidate:
+    """An API under test: a running container, reached on its own loopback or a published port."""
+
+    key: str
+    label: str
+    container: str
+    port: int          # inside the container
+    host_port: int     # published on 127.0.0.1
+    pid: int = 0
+    backend_ip: str = ""
+    cpu: Path | None = None
+
+    def refresh(self, docker: Docker) -> None:
+        """Read the container's pid, CPU counter and backend address again (they change on restart)."""
+        info = docker.inspect(self.container)
+        self.pid = info["State"]["Pid"]
+        self.cpu = cpu_counter(self.pid)
+        for name, net in info["NetworkSettings"]["Networks"].items():
+            if name.endswith("_backend"):
+                self.backend_ip = net["IPAddress"]
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.host_port}/health/ready"
+
+
+def _ca_bundle() -> Path | None:
+    if os.environ.get("EXTRA_CA_BUNDLE"):
+        return Path(os.environ["EXTRA_CA_BUNDLE"])
+    return HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
+
+
+class Stack:
+    """Our stack and everything the run started beside it (`candidates`, by key)."""
+
+    def __init__(self, settings: Settings, docker: Docker):
+        self.settings = settings
+        self.docker = docker
+        self.tmp = Path(tempfile.mkdtemp(prefix="items-bench-"))
+        self.secrets: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.env_file = self.tmp / "bench.env"
+        self.candidates: dict[str, Candidate] = {}
+        self.pg_container = ""
+        self.pg_cpu: Path | None = None
+        self.id_range = (1, settings.seed_items)
+        self.ca_bundle = _ca_bundle()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Stack]:
+        """The stack's environment, leftovers of an earlier run removed; afterwards everything
+        the run started is removed too, unless the settings say keep."""
+        self.prepare_env()
+        self.cleanup()
+        try:
+            yield self
+        finally:
+            if not self.settings.keep:
+                self.cleanup()
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        files = [a for f in COMPOSE_FILES for a in ("-f", f)]
+        return self.docker("compose", "--env-file", str(self.env_file), "-p", self.settings.project, *files,
+                           *args, check=check, timeout=timeout, env=self.env)
+
+    def _write_secrets(self) -> Path:
+        secrets_dir = self.tmp / "secrets"
+        secrets_dir.mkdir(mode=0o700)
+        for name in ("postgres_password", "app_db_password", "pgadmin_password"):
+            self.secrets[name] = secrets.token_urlsafe(32)
+            path = secrets_dir / name
+            path.write_text(self.secrets[name] + "\n")
+            path.chmod(0o644)  # bind-mounted, read by the containers' own users
+        return secrets_dir
+
+    def prepare_env(self) -> None:
+        secrets_dir = self._write_secrets()
+        self.env_file.write_text("")  # a user's .env must not change the stack under test
+        env = {k: v for k, v in os.environ.items() if k not in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE")}
+        for k in OUR_SETTINGS:  # only what the benchmark is told, else the stack's own defaults
+            env.pop(k, None)
+        env.update(self.settings.ours_env)
+        env.update({"SECRETS_DIR": str(secrets_dir), "API_PORT": str(free_port()),
+                    "PGADMIN_PORT": str(free_port())})
+        if self.ca_bundle is not None:
+            env["EXTRA_CA_BUNDLE"] = str(self.ca_bundle)
+        if ENGINE_DIR.exists():
+            env["PATH"] = f"{ENGINE_DIR}/usr/sbin:{ENGINE_DIR}/usr/bin:{env.get('PATH', '')}"
+        self.env = env
+
+    def cleanup(self) -> None:
+        labelled = self.docker("ps", "-aq", "--filter", f"label=items-bench.project={self.settings.project}",
+                               check=False).stdout.split()
+        if labelled:
+            self.docker("rm", "-f", *labelled, check=False)
+        if self.env:
+            self.compose("down", "--volumes", "--remove-orphans", check=False, timeout=300)
+
+    # ---------------------------------------------------------------- images
+
+    def buildx(self, *args: str, ca_secret: bool = True) -> None:
+        """`docker buildx build`, with the CA bundle as the build secret the Dockerfiles expect."""
+        secret = ["--secret", f"id=extra_ca,src={self.ca_bundle}"] if ca_secret and self.ca_bundle else []
+        self.docker("buildx", "build", "--progress=plain", *secret, *args, timeout=1800)
+
+    def _build_comparison(self) -> None:
+        """Python base image + exactly our venv: the product Dockerfile's own builder stage."""
+        self.buildx("-f", "build/Dockerfile", "--target", "build", "-t", VENV_STAGE_IMAGE, ".")
+        self.buildx("-f", "bench/footprint/Dockerfile", "--build-arg", f"VENV_STAGE={VENV_STAGE_IMAGE}",
+                    "-t", COMPARISON_IMAGE, ".", ca_secret=False)
+
+    def build_images(self) -> dict[str, float]:
+        """Build ours, the peers and the footprint comparison image; seconds each took."""
+        def timed(image: str, build: Callable[[], object]) -> float:
+            started = time.monotonic()
+            build()
+            seconds = time.monotonic() - started
+            log(f"built {image} in {seconds:.1f} s")
+            return seconds
+
+        builds = {"ours_s": timed(OUR_IMAGE, partial(self.compose, "build", "flask-api", timeout=1800))}
+        for key, peer in PEERS.items():
+            builds[f"{key}_s"] = timed(peer.image, partial(self.buildx, "-t", peer.image,
+                                                           str(BENCH / "peers" / peer.directory)))
+        builds["comparison_s"] = timed(COMPARISON_IMAGE, self._build_comparison)
+        return builds
+
+    # ---------------------------------------------------------------- ours
+
+    def start(self) -> Candidate:
+        """`compose up --wait` of postgres and flask-api; our API is the candidate "ours"."""
+        t = time.monotonic()
+        r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api",
+                         check=False, timeout=600)
+        if r.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
+            raise RuntimeError(f"compose up failed:\n{r.stderr[-3000:]}\n{logs[-6000:]}")
+        log(f"stack {self.settings.project} healthy in {time.monotonic() - t:.1f} s")
+        self.pg_container = self.compose("ps", "--quiet", "postgres").stdout.strip()
+        self.pg_cpu = cpu_counter(self.docker.inspect(self.pg_container)["State"]["Pid"])
+        api = self.compose("ps", "--quiet", "flask-api").stdout.strip()
+        label = "ours (Flask + psycopg 3 pool + Granian)"
+        ours = Candidate("ours", label, api, 5000, int(self.env["API_PORT"]))
+        ours.refresh(self.docker)
+        self.candidates["ours"] = ours
+        wait_http_ok(ours.ready_url, 60)
+        return ours
+
+    def ours_info(self) -> dict:
+        """`docker inspect` of our API container."""
+        return self.docker.inspect(self.candidates["ours"].container)
+
+    def our_config(self) -> dict[str, str]:
+        env = dict(e.split("=", 1) for e in self.ours_info()["Config"]["Env"])
+        return {k: env.get(k, "") for k in OUR_SETTINGS}
+
+    def pool_budget(self) -> int:
+        """Most PostgreSQL connections our API may open: WORKERS × DB_POOL_MAX (the app's defaults)."""
+        cfg = self.our_config()
+        workers = int(cfg["WORKERS"] or 1)
+        pool_min = int(cfg["DB_POOL_MIN"] or 2)
+        pool_max = int(cfg["DB_POOL_MAX"] or max(4, pool_min))
+        return workers * pool_max
+
+    # ---------------------------------------------------------------- data
+
+    def psql(self, sql: str, db: str = "appdb") -> str:
+        return self.docker("exec", self.pg_container, "psql", "-U", "postgres", "-d", db, "-v",
+                           "ON_ERROR_STOP=1", "-AtqX", "-c", sql).stdout.strip()
+
+    def seed(self) -> None:
+        """The seeded items GET and PATCH pick from, and pgbench's own tables (scale 1)."""
+        n = self.settings.seed_items
+        self.psql(
+            "INSERT INTO app.items (name, description, price, quantity) "
+            f"SELECT 'seed-' || g, 'Seeded item number ' || g, round((g % 10000) / 100.0 + 1, 2), g % 1000 "
+            f"FROM generate_series(1, {n}) g"
+        )
+        self.psql("VACUUM ANALYZE app.items")
+        lo, hi = self.psql(f"SELECT min(id), max(id) FROM (SELECT id FROM app.items ORDER BY id LIMIT {n}) s"
+                           ).split("|")
+        self.id_range = (int(lo), int(hi))
+        self.psql("CREATE DATABASE pgbench", db="postgres")
+        self.docker("exec", self.pg_container, "pgbench", "-U", "postgres", "-i", "-s", "1", "-q", "pgbench")
+        log(f"seeded {n} items (ids {lo}..{hi}) and pgbench scale 1")

@@ -1,0 +1,13 @@
+"""The stack verifier behind tools/verify_stack.py, one job per module.
+
+- model:    the shared vocabulary: services, results, Finding, the errors
+- values:   read the engine's raw values exactly (pure, unit-tested)
+- budget:   PostgreSQL's connection budget (also used by tools/swarm.py)
+- targets:  what a check looks at: a Compose container, or a Swarm service adapted to look like one
+- registry: the one check table (`@check`) and how one check runs
+- checks:   every check, one decorated function each
+- chaos:    the --chaos drills (in the same table, run only when asked)
+- engine:   load the stack from the Docker engine
+- run:      Compose or Swarm, the wait loop, the checks into findings
+- report:   the findings as text or JSON; the check table as text, JSON or Markdown
+"""

@@ -1,0 +1,45 @@
+"""The verifier's shared vocabulary: the services it knows, the three results, a finding, its errors.
+
+Every other module of tools/verify speaks in these terms, so they live in one
+place that imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CIS = "CIS Docker Benchmark 1.6.0"
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+# The stack's services, as compose.yaml names them; the Swarm stack adds the API's entry point
+# (tools/swarm_proxy.py).
+API, POSTGRES, PGADMIN, PROXY = "flask-api", "postgres", "pgadmin", "proxy"
+SERVICES = (API, POSTGRES, PGADMIN)
+SWARM_SERVICES = (*SERVICES, PROXY)
+
+Outcome = tuple[str, str]  # (result, detail): what every check returns
+
+
+class CannotRun(Exception):
+    """The verifier cannot do its job (no engine, no stack): exit code 2."""
+
+
+class NotHere(Exception):
+    """A live probe found no task of the service on this node (Swarm): a warning, not a failure."""
+
+
+@dataclass
+class Finding:
+    """One check's result on one service, as printed and as --json reports it."""
+
+    service: str
+    id: str
+    title: str
+    cis: str
+    result: str
+    detail: str
+
+
+def result(ok: bool, good: str, bad: str) -> Outcome:
+    """PASS with `good` when ok, else FAIL with `bad`."""
+    return (PASS, good) if ok else (FAIL, bad)
