@@ -12,12 +12,30 @@ import logging
 
 from flask import Blueprint, Response, current_app, json
 
+from . import spec
 from .errors import RETRY_AFTER_SECONDS
+from .schemas import Health
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("app.health")
 
 DATABASE_TIMEOUT = 2.0
+
+# What /health and /health/ready answer (see `_report`).
+_REPORTS = {
+    200: spec.Reply("Healthy.", Health),
+    503: spec.Reply(
+        f"The database cannot be reached within {DATABASE_TIMEOUT:g} s.",
+        Health,
+        {"Retry-After": spec.RETRY_AFTER},
+    ),
+}
+# The body of /health/live.
+_ALIVE = {
+    "type": "object",
+    "properties": {"status": {"const": "ok"}},
+    "required": ["status"],
+}
 
 
 def _database_ok() -> bool:
@@ -40,12 +58,21 @@ def _report(database_ok: bool) -> Response:
 
 
 @bp.get("/health")
-@bp.get("/health/ready")
+@spec.Operation("Application and database health", replies=_REPORTS)
 def health() -> Response:
     return _report(_database_ok())
 
 
+@bp.get("/health/ready")
+@spec.Operation("Readiness: the pool can run SELECT 1", replies=_REPORTS)
+def ready() -> Response:
+    return _report(_database_ok())
+
+
 @bp.get("/health/live")
+@spec.Operation(
+    "Liveness: the process answers (never touches the database)",
+    replies={200: spec.Reply("Alive.", _ALIVE)},
+)
 def live() -> Response:
     return Response(json.dumps({"status": "ok"}), 200, mimetype="application/json")
-

@@ -1,25 +1,23 @@
 """The items resource: ``/items`` and ``/items/<id>``.
 
-Each handler validates its input with the models in `schemas`, runs one SQL
-statement, and returns the JSON text PostgreSQL built (see `listing.ITEM_JSON`).
-Conditional writes are single statements (``... WHERE id = %s AND version =
-ANY(%s)``), so of two writers holding the same ETag exactly one wins.
+Each handler declares what it accepts and answers (`spec.Operation`),
+validates its input with the models in `schemas`, runs one SQL statement from
+`queries`, and returns the JSON text PostgreSQL built (`queries.ITEM_JSON`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from typing import Any
 
 import psycopg
 from flask import Blueprint, Response, current_app, request, url_for
-from psycopg import sql
 
-from . import listing, payload
+from . import listing, payload, spec
 from .errors import Problem, problem_response
-from .schemas import MAX_ID, ItemIn, ItemPatch, ListQuery
+from .queries import DELETE, EXISTS, GET, INSERT, PATCHES, REPLACE, WRITABLE
+from .schemas import MAX_ID, Item, ItemIn, ItemPage, ItemPatch, ListQuery
 
 bp = Blueprint("items", __name__)
 
@@ -29,50 +27,25 @@ _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 # An entity tag as RFC 9110 writes it: a strong tag is quoted; `1` is no tag.
 _ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 _MAX_VERSION = 2**31 - 1
-_WRITABLE = tuple(ItemIn.model_fields)
 
-
-def _q(query: sql.Composable) -> str:
-    """SQL rendered once, at import: the same text each time lets psycopg prepare it."""
-    return query.as_string()
-
-
-GET = _q(sql.SQL("SELECT version, {} FROM items WHERE id = %s").format(listing.ITEM_JSON))
-INSERT = _q(
-    sql.SQL(
-        "INSERT INTO items (name, description, price, quantity) VALUES (%s, %s, %s, %s)"
-        " RETURNING id, version, {}"
-    ).format(listing.ITEM_JSON)
+# The path and header parameters, as the document describes them; `_item_id`,
+# `_if_match` and `get_item` read them.
+ITEM_ID = spec.Parameter(
+    "item_id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, required=True
 )
-# `%s::int[] IS NULL` lets a request without If-Match skip the version check.
-_MATCHES = "id = %s AND (%s::int[] IS NULL OR version = ANY(%s::int[]))"
-REPLACE = _q(
-    sql.SQL(
-        "UPDATE items SET name = %s, description = %s, price = %s, quantity = %s,"
-        " version = version + 1, updated_at = now()"
-        f" WHERE {_MATCHES} RETURNING version, {{}}"
-    ).format(listing.ITEM_JSON)
+IF_MATCH = spec.Parameter(
+    "If-Match",
+    "header",
+    description='Only change the item if its ETag is one of these (e.g. `"3"`), or `*`.',
 )
-DELETE = f"DELETE FROM items WHERE {_MATCHES} RETURNING id"
-EXISTS = "SELECT 1 FROM items WHERE id = %s"
+IF_NONE_MATCH = spec.Parameter(
+    "If-None-Match", "header", description="Answer 304 when the item's ETag is one of these."
+)
 
 
-def _patch_query(fields: tuple[str, ...]) -> str:
-    """UPDATE for the fields a merge patch sets; names come from `ItemPatch` only."""
-    assignments = [sql.SQL("{} = %s").format(sql.Identifier(f)) for f in fields if f in _WRITABLE]
-    return _q(
-        sql.SQL(
-            "UPDATE items SET {}, version = version + 1, updated_at = now()"
-            f" WHERE {_MATCHES} RETURNING version, {{}}"
-        ).format(sql.SQL(", ").join(assignments), listing.ITEM_JSON)
-    )
-
-
-PATCHES = {
-    fields: _patch_query(fields)
-    for n in range(1, len(_WRITABLE) + 1)
-    for fields in itertools.combinations(_WRITABLE, n)
-}
+def _item_reply(description: str, **headers: spec.Header) -> spec.Reply:
+    """An item answered with its ETag (see `_item_response`)."""
+    return spec.Reply(description, Item, {"ETag": spec.ETAG, **headers})
 
 
 def _item_id(raw: str) -> int:
@@ -121,14 +94,14 @@ def _stale() -> Problem:
     )
 
 
-def _conditional(conn: psycopg.Connection, query: str, params: tuple, item_id: int) -> tuple:
+def _conditional(conn: psycopg.Connection, query: str, params: tuple, pk: int) -> tuple:
     """Run a write guarded by ``WHERE id = %s AND version = ANY(...)``.
 
     When it touches no row, say why: no such item (404) or a stale ETag (412).
     """
     row = conn.execute(query, params).fetchone()
     if row is None:
-        if conn.execute(EXISTS, (item_id,)).fetchone() is None:
+        if conn.execute(EXISTS, (pk,)).fetchone() is None:
             raise _not_found()
         raise _stale()
     return row
@@ -141,19 +114,31 @@ def _name_taken(e: psycopg.errors.UniqueViolation) -> Response:
 
 
 @bp.get("/items")
+@spec.Operation(
+    "List items, a page at a time",
+    query=ListQuery,
+    replies={
+        200: spec.Reply(
+            "A page of items.",
+            ItemPage,
+            {"Link": spec.Header('`<...>; rel="next"` when there is a next page.')},
+        )
+    },
+    problems=(400, 503),
+)
 def list_items() -> Response:
     query = payload.query(ListQuery)
     sort = query.sort_keys()
     filters = query.filters()
-    key = current_app.extensions["cursor_key"]
-    after = listing.decode_cursor(key, query, query.cursor) if query.cursor else None
+    cursor_key = current_app.extensions["cursor_key"]
+    after = listing.decode_cursor(cursor_key, query, query.cursor) if query.cursor else None
     sql_text = listing.page_query(sort, tuple(filters), after is not None)
     params = listing.page_params(sort, filters, after, query.limit + 1)
     with current_app.extensions["pool"].connection() as conn:
         rows = conn.execute(sql_text, params).fetchall()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    next_cursor = listing.encode_cursor(key, query, rows[-1][1:]) if more else None
+    next_cursor = listing.encode_cursor(cursor_key, query, rows[-1][1:]) if more else None
     body = '{"items":[' + ",".join(row[0] for row in rows) + '],"next_cursor":' + json.dumps(next_cursor) + "}"
     response = Response(body, 200, mimetype=ITEM_MEDIA_TYPE)
     if next_cursor:
@@ -163,16 +148,33 @@ def list_items() -> Response:
 
 
 @bp.post("/items")
+@spec.Operation(
+    "Create an item",
+    body=ItemIn,
+    replies={201: _item_reply("Created.", Location=spec.Header("`/items/<id>` of the new item."))},
+    problems=(400, 409, 411, 413, 415, 422, 503),
+)
 def create_item() -> Response:
     item = payload.body(ItemIn)
     with current_app.extensions["pool"].connection() as conn:
-        item_id, version, item_json = conn.execute(
+        pk, version, item_json = conn.execute(
             INSERT, (item.name, item.description, item.price, item.quantity)
         ).fetchone()
-    return _item_response(version, item_json, 201, Location=url_for(".get_item", item_id=item_id))
+    return _item_response(version, item_json, 201, Location=url_for(".get_item", item_id=pk))
 
 
 @bp.get("/items/<item_id>")
+@spec.Operation(
+    "Get an item",
+    parameters=(ITEM_ID, IF_NONE_MATCH),
+    replies={
+        200: _item_reply("The item."),
+        304: spec.Reply(
+            "The item still has the ETag given in If-None-Match.", headers={"ETag": spec.ETAG}
+        ),
+    },
+    problems=(404, 503),
+)
 def get_item(item_id: str) -> Response:
     with current_app.extensions["pool"].connection() as conn:
         row = conn.execute(GET, (_item_id(item_id),)).fetchone()
@@ -187,30 +189,45 @@ def get_item(item_id: str) -> Response:
 
 
 @bp.put("/items/<item_id>")
+@spec.Operation(
+    "Replace an item (omitted optional fields go back to their defaults)",
+    parameters=(ITEM_ID, IF_MATCH),
+    body=ItemIn,
+    replies={200: _item_reply("The replaced item.")},
+    problems=(400, 404, 409, 411, 412, 413, 415, 422, 503),
+)
 def replace_item(item_id: str) -> Response:
-    key = _item_id(item_id)
+    pk = _item_id(item_id)
     item = payload.body(ItemIn)
     versions = _if_match()
-    params = (item.name, item.description, item.price, item.quantity, key, versions, versions)
+    params = (item.name, item.description, item.price, item.quantity, pk, versions, versions)
     with current_app.extensions["pool"].connection() as conn:
-        row = _conditional(conn, REPLACE, params, key)
+        row = _conditional(conn, REPLACE, params, pk)
     return _item_response(*row)
 
 
 @bp.patch("/items/<item_id>")
+@spec.Operation(
+    "Change some fields of an item (JSON Merge Patch, RFC 7396)",
+    parameters=(ITEM_ID, IF_MATCH),
+    body=ItemPatch,
+    media_types=payload.PATCH_TYPES,
+    replies={200: _item_reply("The changed item.")},
+    problems=(400, 404, 409, 411, 412, 413, 415, 422, 503),
+)
 def patch_item(item_id: str) -> Response:
-    key = _item_id(item_id)
+    pk = _item_id(item_id)
     patch = payload.body(ItemPatch, payload.PATCH_TYPES)
     versions = _if_match()
-    fields = tuple(f for f in _WRITABLE if f in patch.model_fields_set)
+    fields = tuple(f for f in WRITABLE if f in patch.model_fields_set)
     with current_app.extensions["pool"].connection() as conn:
         if fields:
             values = tuple(getattr(patch, f) for f in fields)
-            row = _conditional(conn, PATCHES[fields], (*values, key, versions, versions), key)
+            row = _conditional(conn, PATCHES[fields], (*values, pk, versions, versions), pk)
         else:
             # An empty patch changes nothing, not even the version; it is
             # still refused when If-Match names another version.
-            row = conn.execute(GET, (key,)).fetchone()
+            row = conn.execute(GET, (pk,)).fetchone()
             if row is None:
                 raise _not_found()
             if versions is not None and row[0] not in versions:
@@ -219,9 +236,15 @@ def patch_item(item_id: str) -> Response:
 
 
 @bp.delete("/items/<item_id>")
+@spec.Operation(
+    "Delete an item",
+    parameters=(ITEM_ID, IF_MATCH),
+    replies={204: spec.Reply("Deleted.")},
+    problems=(404, 412, 503),
+)
 def delete_item(item_id: str) -> Response:
-    key = _item_id(item_id)
+    pk = _item_id(item_id)
     versions = _if_match()
     with current_app.extensions["pool"].connection() as conn:
-        _conditional(conn, DELETE, (key, versions, versions), key)
+        _conditional(conn, DELETE, (pk, versions, versions), pk)
     return Response(status=204)

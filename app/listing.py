@@ -27,7 +27,8 @@ from typing import Any
 from psycopg import sql
 
 from .errors import Problem
-from .schemas import Item, ListQuery
+from .queries import ITEM_JSON
+from .schemas import ListQuery
 
 SortKeys = tuple[tuple[str, bool], ...]
 
@@ -41,17 +42,6 @@ _DECODERS = {
     "updated_at": datetime.fromisoformat,
 }
 _SIGNATURE_BYTES = 16
-
-ITEM_JSON = sql.SQL("json_build_object({})::text").format(
-    sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(name)) for name in Item.model_fields
-    )
-)
-"""The item as JSON text, built by PostgreSQL from the fields of `Item`.
-
-PostgreSQL writes ``numeric`` as an exact JSON number and timestamps as RFC
-3339 (the session time zone is UTC), so the row never passes through a float.
-"""
 
 _FILTERS = {
     "name_contains": sql.SQL("name ILIKE {}"),

@@ -1,274 +1,209 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``.
 
-Request and response bodies come from the pydantic models in `schemas` (the
-same models that validate requests), and the list parameters from
-`ListQuery`, so the document cannot drift from what the code checks. What
-only HTTP knows (statuses, headers, media types) is written here, once per
-operation; a test checks that every route of the app is described and nothing
-else is.
+Each handler declares its operation (`spec.Operation`: statuses, headers,
+parameters, body) next to its code; this module walks Flask's routes and
+renders each route's declaration, so the document describes exactly the
+routes the app serves. Bodies come from the pydantic models in `schemas` (the
+same models that validate requests) and the list parameters from
+`ListQuery`, so the document cannot drift from what the code checks either.
+The document is built once, on first use.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Response, json
-from pydantic.json_schema import models_json_schema
+from flask import Blueprint, Flask, Response, json
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from .config import MAX_BODY_BYTES
-from .payload import PATCH_TYPES
-from .schemas import Health, Item, ItemIn, ItemPage, ItemPatch, ListQuery, Problem
+from . import health, items, spec
+from .errors import PROBLEM_TYPE
+from .schemas import ProblemDocument
 
 bp = Blueprint("openapi", __name__)
 
 VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
-
-_STATUS_TEXT = {
-    400: "The query string or the JSON body is malformed.",
-    404: "No item has this id (an id that is not a positive bigint included).",
-    409: "Another item already has this name.",
-    412: "If-Match does not match the item's current ETag; nothing changed.",
-    411: "The body came without a Content-Length (chunked bodies are not accepted).",
-    413: f"The body is larger than the configured limit ({MAX_BODY_BYTES // 1024} KiB by default).",
-    415: "The body is not JSON (PATCH also takes application/merge-patch+json).",
-    422: "Valid JSON that breaks the item's rules; `errors` lists every field.",
-    503: "The database is unavailable; retry after the given delay.",
+# Werkzeug's `<item_id>` (or `<int:item_id>`) is OpenAPI's `{item_id}`.
+_PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
+INFO = {
+    "title": "Items API",
+    "version": VERSION,
+    "description": (
+        "Items CRUD with keyset pagination, strong ETags and JSON Merge Patch."
+        " Every error is RFC 9457 problem details (`application/problem+json`),"
+        " 404 and 405 included (405 carries `Allow`). JSON bodies are parsed strictly:"
+        " duplicate keys, `NaN` and `Infinity` are malformed JSON (400)."
+    ),
 }
 
 
-def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"description": description, "schema": schema or {"type": "string"}}
+@bp.get("/openapi.json")
+@spec.Operation(
+    "This document",
+    replies={200: spec.Reply("OpenAPI 3.1.", {"type": "object"})},
+)
+def openapi() -> Response:
+    return Response(json.dumps(document()), 200, mimetype="application/json")
 
 
-def _json(ref: str, media_type: str = "application/json") -> dict[str, Any]:
-    return {media_type: {"schema": {"$ref": _REF.format(model=ref)}}}
+# Every blueprint of the API: `create_app` registers these, and the document
+# describes exactly their routes.
+BLUEPRINTS = (health.bp, items.bp, bp)
 
 
-def _response(description: str, content: dict | None = None, **headers: dict) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}, **headers},
+@cache
+def document() -> dict[str, Any]:
+    """The whole document, built on first use from the routes' declarations."""
+    routes = list(_routes())
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, operation in routes:
+        paths.setdefault(path, {})[method] = _operation(operation)
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": INFO,
+        "paths": paths,
+        "components": {
+            "schemas": _schemas([operation for _, _, operation in routes]),
+            "headers": {h.component: _header(h, shared=False) for h in spec.SHARED_HEADERS},
+            "parameters": {
+                spec.REQUEST_ID_PARAMETER.component: _parameter(spec.REQUEST_ID_PARAMETER, shared=False)
+            },
+        },
     }
-    if content:
-        response["content"] = content
+
+
+def _routes() -> Iterator[tuple[str, str, spec.Operation]]:
+    """(path, method, declaration) of every route, as Flask itself maps them.
+
+    The blueprints are registered on a throwaway app (no database, no
+    request needed), so the document can be built anywhere, tests included.
+    """
+    scratch = Flask(__name__, static_folder=None)
+    for blueprint in BLUEPRINTS:
+        scratch.register_blueprint(blueprint)
+    for rule in scratch.url_map.iter_rules():
+        operation = spec.declared(scratch.view_functions[rule.endpoint])
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield _PATH_PARAMETER.sub(r"{\1}", rule.rule), method.lower(), operation
+
+
+def _operation(operation: spec.Operation) -> dict[str, Any]:
+    responses = {str(status): _response(reply) for status, reply in operation.replies.items()}
+    for status in operation.problems:
+        headers = {"Retry-After": spec.RETRY_AFTER} if status == 503 else {}
+        problem = spec.Reply(spec.PROBLEMS[status], ProblemDocument, headers)
+        responses[str(status)] = _response(problem, PROBLEM_TYPE)
+    parameters = [
+        *(_query_parameters(operation.query) if operation.query else ()),
+        *operation.parameters,
+        spec.REQUEST_ID_PARAMETER,
+    ]
+    rendered: dict[str, Any] = {
+        "summary": operation.summary,
+        "responses": responses,
+        "parameters": [_parameter(p) for p in parameters],
+    }
+    if operation.body:
+        rendered["requestBody"] = {
+            "required": True,
+            "content": {t: _content(operation.body) for t in operation.media_types},
+        }
+    return rendered
+
+
+def _response(reply: spec.Reply, media_type: str = "application/json") -> dict[str, Any]:
+    headers = {"X-Request-ID": spec.REQUEST_ID, **reply.headers}
+    response: dict[str, Any] = {
+        "description": reply.description,
+        "headers": {name: _header(header) for name, header in headers.items()},
+    }
+    if reply.body is not None:
+        response["content"] = {media_type: _content(reply.body)}
     return response
 
 
-def _problems(*statuses: int) -> dict[str, Any]:
-    responses = {}
-    for status in statuses:
-        headers = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}} if status == 503 else {}
-        responses[str(status)] = _response(
-            _STATUS_TEXT[status], _json("Problem", "application/problem+json"), **headers
-        )
-    return responses
+def _content(body: type[BaseModel] | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(body, type):
+        return {"schema": {"$ref": _REF.format(model=_title(body))}}
+    return {"schema": dict(body)}
 
 
-def _item(description: str, status: int = 200, **headers: dict) -> dict[str, Any]:
-    etag = {"ETag": {"$ref": "#/components/headers/ETag"}}
-    return {str(status): _response(description, _json("Item"), **etag, **headers)}
+def _header(header: spec.Header, shared: bool = True) -> dict[str, Any]:
+    """A header, or a reference to its one description under components."""
+    if shared and header.component:
+        return {"$ref": f"#/components/headers/{header.component}"}
+    return {"description": header.description, "schema": {"type": header.type}}
 
 
-def _operation(summary: str, responses: dict, **extra: Any) -> dict[str, Any]:
-    operation = {"summary": summary, "responses": responses, **extra}
-    operation["parameters"] = [*extra.get("parameters", []), {"$ref": "#/components/parameters/RequestId"}]
-    return operation
-
-
-def _body(ref: str, media_types: tuple[str, ...] = ("application/json",)) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {t: {"schema": {"$ref": _REF.format(model=ref)}} for t in media_types},
+def _parameter(parameter: spec.Parameter, shared: bool = True) -> dict[str, Any]:
+    """A parameter, or a reference to its one description under components."""
+    if shared and parameter.component:
+        return {"$ref": f"#/components/parameters/{parameter.component}"}
+    rendered: dict[str, Any] = {
+        "name": parameter.name,
+        "in": parameter.location,
+        "required": parameter.required,
     }
+    if parameter.description is not None:
+        rendered["description"] = parameter.description
+    rendered["schema"] = dict(parameter.schema)
+    return rendered
 
 
-def _list_parameters() -> list[dict[str, Any]]:
-    schema = ListQuery.model_json_schema()
+def _query_parameters(model: type[BaseModel]) -> list[spec.Parameter]:
+    """One optional query parameter per field of `model`, typed by its JSON Schema."""
+    properties = model.model_json_schema()["properties"]
     parameters = []
-    for name, prop in schema["properties"].items():
+    for name, prop in properties.items():
         prop = {k: v for k, v in prop.items() if k not in ("title", "description")}
         # Optional parameters are declared by their value's type, not "or null".
         prop = next((s for s in prop.pop("anyOf", []) if s.get("type") != "null"), {}) | prop
         if prop.get("default", 0) is None:
             del prop["default"]
-        parameters.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": ListQuery.model_fields[name].description or "",
-                "schema": prop,
-            }
-        )
+        description = model.model_fields[name].description or ""
+        parameters.append(spec.Parameter(name, "query", prop, description))
     return parameters
 
 
-_ITEM_ID = {
-    "name": "item_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-}
-_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": 'Only change the item if its ETag is one of these (e.g. `"3"`), or `*`.',
-    "schema": {"type": "string"},
-}
-_IF_NONE_MATCH = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "description": "Answer 304 when the item's ETag is one of these.",
-    "schema": {"type": "string"},
-}
+def _schemas(operations: list[spec.Operation]) -> dict[str, Any]:
+    """The JSON Schema of every model the operations read or return, named by its title.
+
+    Requests are described as validated, responses as serialized. Naming by
+    title keeps the published names apart from the Python ones (the model
+    `ProblemDocument` is published as "Problem").
+    """
+    models: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for operation in operations:
+        if operation.body:
+            models[operation.body, "validation"] = None
+        for reply in operation.replies.values():
+            if isinstance(reply.body, type):
+                models[reply.body, "serialization"] = None
+        if operation.problems:
+            models[ProblemDocument, "serialization"] = None
+    _, defs = models_json_schema(list(models), ref_template="{model}")
+    titles = {key: schema.get("title", key) for key, schema in defs["$defs"].items()}
+    if len(set(titles.values())) != len(titles):
+        raise ValueError(f"two models share a title: {sorted(titles.values())}")
+    return {titles[key]: _retarget(schema, titles) for key, schema in defs["$defs"].items()}
 
 
-@cache
-def document() -> dict[str, Any]:
-    _, defs = models_json_schema(
-        [
-            (ItemIn, "validation"),
-            (ItemPatch, "validation"),
-            (Item, "serialization"),
-            (ItemPage, "serialization"),
-            (Problem, "serialization"),
-            (Health, "serialization"),
-        ],
-        ref_template=_REF,
-    )
-    health = {
-        "200": _response("Healthy.", _json("Health")),
-        "503": _response(
-            "The database cannot be reached within 2 s.",
-            _json("Health"),
-            **{"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
-        ),
-    }
-    return {
-        "openapi": "3.1.0",
-        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
-        "info": {
-            "title": "Items API",
-            "version": VERSION,
-            "description": (
-                "Items CRUD with keyset pagination, strong ETags and JSON Merge Patch."
-                " Every error is RFC 9457 problem details (`application/problem+json`),"
-                " 404 and 405 included (405 carries `Allow`). JSON bodies are parsed strictly:"
-                " duplicate keys, `NaN` and `Infinity` are malformed JSON (400)."
-            ),
-        },
-        "paths": {
-            "/health": {"get": _operation("Application and database health", health)},
-            "/health/ready": {"get": _operation("Readiness: the pool can run SELECT 1", health)},
-            "/health/live": {
-                "get": _operation(
-                    "Liveness: the process answers (never touches the database)",
-                    {
-                        "200": _response(
-                            "Alive.",
-                            {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {"status": {"const": "ok"}},
-                                        "required": ["status"],
-                                    }
-                                }
-                            },
-                        )
-                    },
-                )
-            },
-            "/items": {
-                "get": _operation(
-                    "List items, a page at a time",
-                    {
-                        "200": _response(
-                            "A page of items.",
-                            _json("ItemPage"),
-                            Link=_header('`<...>; rel="next"` when there is a next page.'),
-                        ),
-                        **_problems(400, 503),
-                    },
-                    parameters=_list_parameters(),
-                ),
-                "post": _operation(
-                    "Create an item",
-                    {
-                        **_item(
-                            "Created.",
-                            201,
-                            Location=_header("`/items/<id>` of the new item."),
-                        ),
-                        **_problems(400, 409, 411, 413, 415, 422, 503),
-                    },
-                    requestBody=_body("ItemIn"),
-                ),
-            },
-            "/items/{item_id}": {
-                "get": _operation(
-                    "Get an item",
-                    {
-                        **_item("The item."),
-                        "304": _response(
-                            "The item still has the ETag given in If-None-Match.",
-                            ETag={"$ref": "#/components/headers/ETag"},
-                        ),
-                        **_problems(404, 503),
-                    },
-                    parameters=[_ITEM_ID, _IF_NONE_MATCH],
-                ),
-                "put": _operation(
-                    "Replace an item (omitted optional fields go back to their defaults)",
-                    {**_item("The replaced item."), **_problems(400, 404, 409, 411, 412, 413, 415, 422, 503)},
-                    parameters=[_ITEM_ID, _IF_MATCH],
-                    requestBody=_body("ItemIn"),
-                ),
-                "patch": _operation(
-                    "Change some fields of an item (JSON Merge Patch, RFC 7396)",
-                    {**_item("The changed item."), **_problems(400, 404, 409, 411, 412, 413, 415, 422, 503)},
-                    parameters=[_ITEM_ID, _IF_MATCH],
-                    requestBody=_body("ItemPatch", PATCH_TYPES),
-                ),
-                "delete": _operation(
-                    "Delete an item",
-                    {"204": _response("Deleted."), **_problems(404, 412, 503)},
-                    parameters=[_ITEM_ID, _IF_MATCH],
-                ),
-            },
-            "/openapi.json": {
-                "get": _operation(
-                    "This document",
-                    {"200": _response("OpenAPI 3.1.", {"application/json": {"schema": {"type": "object"}}})},
-                )
-            },
-        },
-        "components": {
-            "schemas": defs["$defs"],
-            "headers": {
-                "RequestId": _header(
-                    "Echoes a well-formed X-Request-ID (1-128 of `[A-Za-z0-9._-]`), else a fresh id."
-                ),
-                "ETag": _header('The item\'s strong ETag, `"<version>"`.'),
-                "RetryAfter": _header("Seconds to wait before retrying.", {"type": "integer"}),
-            },
-            "parameters": {
-                "RequestId": {
-                    "name": "X-Request-ID",
-                    "in": "header",
-                    "required": False,
-                    "description": "Correlates the request with its log line; echoed back.",
-                    "schema": {"type": "string"},
-                }
-            },
-        },
-    }
+def _retarget(node: Any, titles: dict[str, str]) -> Any:
+    """`node` with every ``$ref`` pointing at the component named by the target's title."""
+    if isinstance(node, dict):
+        return {
+            k: _REF.format(model=titles[v]) if k == "$ref" else _retarget(v, titles) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_retarget(v, titles) for v in node]
+    return node
 
 
-@bp.get("/openapi.json")
-def openapi() -> Response:
-    return Response(json.dumps(document()), 200, mimetype="application/json")
+def _title(model: type[BaseModel]) -> str:
+    return model.model_config.get("title") or model.__name__

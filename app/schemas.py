@@ -247,7 +247,9 @@ class FieldError(BaseModel):
     message: str
 
 
-class Problem(BaseModel):
+# The body of every error (the exception `errors.Problem` becomes one),
+# published under its title, "Problem". (The docstring is the schema's description.)
+class ProblemDocument(BaseModel):
     """RFC 9457 problem details."""
 
     model_config = ConfigDict(title="Problem")

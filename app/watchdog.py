@@ -16,8 +16,11 @@ armed by the first answer, so a slow start is never taken for a wedge.
 
 from __future__ import annotations
 
+import http.client
+import io
 import logging
 import os
+import socket
 import signal
 import threading
 import time
@@ -45,6 +48,7 @@ class Watchdog:
         self.every = max(1.0, timeout / 6)
 
     def start(self) -> None:
+        _warm_up(self.host)
         threading.Thread(target=self._run, name="watchdog", daemon=True).start()
 
     def _run(self) -> None:
@@ -69,3 +73,16 @@ class Watchdog:
         log.error("the server did not stop in time: exiting", extra={"event": "server.wedged.exit"})
         logging.shutdown()
         os._exit(EXIT_WEDGED)
+
+
+def _warm_up(host: str) -> None:
+    """Import, in this thread, what a probe would import lazily on its first use.
+
+    Granian forks its workers from this process. A fork while the watchdog
+    thread holds a module's import lock (the ``idna`` codec behind a host
+    name, the header parser) leaves that lock held for good in the worker,
+    which then deadlocks on its own first import of that module: a server
+    that never answers at all. Seen, and reproduced, with probes at start-up.
+    """
+    socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)  # the idna codec, the resolver
+    http.client.parse_headers(io.BytesIO(b"Content-Type: application/json\r\n\r\n"))

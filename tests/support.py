@@ -163,3 +163,17 @@ def children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def granian_workers(main_pid: int) -> list[int]:
+    """The worker processes of the server whose container or process has main pid `main_pid`.
+
+    Under tini (`init: true`) the main pid is tini, whose one child is Granian's main process;
+    otherwise it is Granian's main process itself. The workers are that process's children.
+    """
+    serving = main_pid
+    if b"serve" not in Path(f"/proc/{main_pid}/cmdline").read_bytes():
+        (serving,) = children(main_pid)
+    workers = children(serving)
+    assert workers, f"no Granian worker under pid {main_pid}"
+    return workers

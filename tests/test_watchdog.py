@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from support import Database, Server, children
+from support import Database, Server, children, granian_workers
 
 from app.watchdog import EXIT_WEDGED
 
@@ -32,9 +32,7 @@ def watched(migrated: Database, tmp_path) -> Iterator[Server]:
 
 def test_a_wedged_worker_makes_the_server_exit_for_a_restart(watched):
     time.sleep(2)  # the watchdog has had its first answer
-    workers = children(watched.process.pid)
-    assert workers, "no worker process"
-    for pid in workers:
+    for pid in granian_workers(watched.process.pid):
         os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     code = watched.process.wait(TIMEOUT + 20)

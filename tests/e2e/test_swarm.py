@@ -23,6 +23,7 @@ import http.client
 import itertools
 import json
 import os
+import signal
 import re
 import secrets
 import socket
@@ -370,6 +371,31 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
     assert load.ok > 20
     state = swarm.docker.inspect(victim["ID"])["Status"]
     assert state["State"] == "failed" and "137" in state.get("Err", ""), state
+
+
+def test_wedged_task_is_replaced_within_90_s(swarm) -> None:
+    """A task whose workers are SIGSTOPped (alive, silent) is restarted by its watchdog or health check."""
+    if os.geteuid() != 0:
+        reason = "stopping a container's processes from the host needs root on the engine's machine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    swarm.wait_converged()
+    victim = swarm.tasks(API)[0]
+    main = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])["State"]["Pid"]
+    for pid in granian_workers(main):
+        os.kill(pid, signal.SIGSTOP)
+    wedged_at = time.monotonic()
+    while True:
+        now = swarm.tasks(API)
+        if len(now) == 3 and victim["ID"] not in {t["ID"] for t in now}:
+            break
+        assert time.monotonic() - wedged_at < 90, "the wedged task was not replaced within 90 s"
+        time.sleep(0.5)
+    replaced_in = time.monotonic() - wedged_at
+    swarm.wait_converged()
+    print(f"\n[e2e] wedged task replaced in {replaced_in:.1f} s")
+    assert swarm.docker.inspect(victim["ID"])["Status"]["State"] in ("failed", "complete", "shutdown")
 
 
 def test_rolling_update_under_load(swarm) -> None:

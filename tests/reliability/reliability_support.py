@@ -317,12 +317,9 @@ class StackOps:
         The container's main process is tini (`init: true`), its child Granian's main process,
         whose children are the workers. Returns the stopped pids.
         """
-        from support import children  # not at import: the corpus subprocess loads this as a plugin
+        from support import granian_workers  # not at import: the corpus subprocess loads this as a plugin
 
-        tini = self.state("flask-api")["Pid"]
-        (granian,) = children(tini)
-        workers = children(granian)
-        assert workers, "no Granian worker process"
+        workers = granian_workers(self.state("flask-api")["Pid"])
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         return workers
