@@ -125,64 +125,77 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+class Schedule:
+    """The open-loop plan (request i is due at start + i / rate) and what its requests saw."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.total = int(args.rate * (args.warmup + args.duration))
+        self.warm = int(args.rate * args.warmup)
+        self.interval = 1.0 / args.rate
+        self.start = time.perf_counter() + 0.1
+        self.deadline = self.start + args.warmup + args.duration + args.timeout + 5
+        self.latencies: list[float] = []
+        self.lags: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.socket_errors = 0
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """The next request's index, or None when the plan (or its time) is used up."""
+        with self._lock:
+            i, self._next = self._next, self._next + 1
+        return None if i >= self.total or time.perf_counter() > self.deadline else i
+
+    def due(self, i: int) -> float:
+        return self.start + i * self.interval
+
+    def record(self, i: int, status: int | None, sent: float, done: float) -> None:
+        if i < self.warm:
+            return
+        with self._lock:
+            if status is None:
+                self.socket_errors += 1
+            else:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.latencies.append(done - self.due(i))
+            self.lags.append(sent - self.due(i))
+
+
+def _worker(args: argparse.Namespace, scenario: Scenario, plan: Schedule, seed: int) -> None:
+    rng = random.Random(seed)
+    conn = Connection(args.host, args.port, args.timeout)
+    while (i := plan.take()) is not None:
+        delay = plan.due(i) - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        data = scenario.request(rng)
+        sent = time.perf_counter()
+        try:
+            status = conn.roundtrip(data)
+        except (OSError, ValueError, IndexError):
+            conn.close()
+            status = None
+        plan.record(i, status, sent, time.perf_counter())
+    conn.close()
+
+
 def run(args: argparse.Namespace) -> dict:
     sys.setswitchinterval(0.0005)  # let a thread whose response arrived run promptly
     scenario = Scenario(args.scenario, f"{args.host}:{args.port}", args.id_min, args.id_max, args.tag)
-    total = int(args.rate * (args.warmup + args.duration))
-    warm = int(args.rate * args.warmup)
-    interval = 1.0 / args.rate
-    start = time.perf_counter() + 0.1
-    next_index = 0
-    index_lock = threading.Lock()
-    latencies: list[float] = []
-    lags: list[float] = []
-    statuses: dict[int, int] = {}
-    errors = {"socket": 0}
-    record_lock = threading.Lock()
-    deadline = start + args.warmup + args.duration + args.timeout + 5
-
-    def worker(seed: int) -> None:
-        nonlocal next_index
-        rng = random.Random(seed)
-        conn = Connection(args.host, args.port, args.timeout)
-        while True:
-            with index_lock:
-                i = next_index
-                next_index += 1
-            if i >= total or time.perf_counter() > deadline:
-                break
-            due = start + i * interval
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            data = scenario.request(rng)
-            sent = time.perf_counter()
-            try:
-                status = conn.roundtrip(data)
-            except (OSError, ValueError, IndexError):
-                conn.close()
-                status = None
-            done = time.perf_counter()
-            if i < warm:
-                continue
-            with record_lock:
-                if status is None:
-                    errors["socket"] += 1
-                else:
-                    statuses[status] = statuses.get(status, 0) + 1
-                latencies.append(done - due)
-                lags.append(sent - due)
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(args.connections)]
+    plan = Schedule(args)
+    threads = [threading.Thread(target=_worker, args=(args, scenario, plan, n), daemon=True)
+               for n in range(args.connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start - args.warmup
-    latencies.sort()
-    lags.sort()
-    non_2xx = sum(n for s, n in statuses.items() if not 200 <= s < 400)
+    return summary(args, plan, time.perf_counter() - plan.start - args.warmup)
+
+
+def summary(args: argparse.Namespace, plan: Schedule, elapsed: float) -> dict:
+    latencies, lags = sorted(plan.latencies), sorted(plan.lags)
+    non_2xx = sum(n for s, n in plan.statuses.items() if not 200 <= s < 400)
     ms = 1000.0
     return {
         "scenario": args.scenario,
@@ -191,9 +204,9 @@ def run(args: argparse.Namespace) -> dict:
         "connections": args.connections,
         "count": len(latencies),
         "achieved_rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "errors": errors["socket"] + non_2xx,
-        "socket_errors": errors["socket"],
+        "statuses": {str(k): v for k, v in sorted(plan.statuses.items())},
+        "errors": plan.socket_errors + non_2xx,
+        "socket_errors": plan.socket_errors,
         "non_2xx": non_2xx,
         "p50_ms": percentile(latencies, 50) * ms,
         "p90_ms": percentile(latencies, 90) * ms,

@@ -1,6 +1,6 @@
 # Docker Swarm targets (compose.yaml + compose.prod.yaml + compose.swarm.yaml); included by the
 # Makefile after mk/stack.mk, whose .env and secret-file rules they reuse. tools/swarm.py does the
-# work; README.md, "Scaling out", explains it.
+# work; docs/swarm.md explains it.
 #   make swarm-up SWARM_API_PORT=5100 API_REPLICAS=3     (the defaults)
 SWARM_STACK ?= items-swarm
 SWARM := SECRETS_DIR=$(SECRETS_DIR) SWARM_STACK=$(SWARM_STACK) $(PYTHON) tools/swarm.py
