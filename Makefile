@@ -21,11 +21,11 @@ $(VENV)/.installed: requirements/dev.txt requirements/prod.txt
 
 venv: $(VENV)/.installed  ## Create .venv with the locked development dependencies
 
-test: venv  ## Run every test (needs PostgreSQL server binaries; e2e tests need Docker)
+test: venv  ## Run every test (needs PostgreSQL server binaries; the container suites need Docker)
 	$(BIN)/pytest
 
-test-fast: venv  ## Run the tests that need no container engine
-	$(BIN)/pytest -m "not e2e"
+test-fast: venv  ## Run the tests that need no container engine (tests/unit, tests/api)
+	$(BIN)/pytest tests/unit tests/api
 
 lint: venv  ## Lint every Dockerfile (hadolint) and shell script (shellcheck)
 	$(BIN)/python tools/lint.py

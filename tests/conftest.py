@@ -1,101 +1,46 @@
-"""Shared fixtures: a real PostgreSQL and the real server, over real HTTP.
+"""What every suite shares: which tests need a container engine, their order, and the engine.
 
-The session starts a throwaway cluster (unless TEST_DATABASE_URL names one),
-migrates it with ``python -m app migrate``, and serves the app with
-``python -m app serve`` (Granian) on a free port; or, when TEST_API_URL is
-set, uses the API running there (the container stack's e2e tests do that).
-Tests talk to it with `requests`, as any client would.
+The folders say what a test needs: unit/ nothing, api/ a PostgreSQL cluster and the server (see
+api/conftest.py), stack/, reliability/ and swarm/ a Docker engine. Tests under the last three carry
+the `e2e` marker (`make test-fast` runs unit/ and api/ only; `-m "not e2e"` selects the same).
+
+The Swarm tests run last: `docker swarm init` and `leave` disturb the engine's networking for
+Compose networks that already exist (containers recreated on them afterwards were seen failing to
+reach their peers), and the other container suites keep their stacks up for the whole session.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from support import Api, Database, RemoteServer, Server, run_cli, start_database, table_snapshot
+import compose_stack
+from tools.docker_cli import Docker
+
+TESTS = Path(__file__).resolve().parent
+ENGINE_SUITES = ("stack", "reliability", "swarm")
+
+
+def suite(item: pytest.Item) -> str:
+    """The folder under tests/ that holds the test."""
+    return item.path.resolve().relative_to(TESTS).parts[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests under tests/e2e are container tests; they carry the e2e marker.
-
-    The Swarm tests run last: `docker swarm init` and `leave` disturb the
-    engine's networking for Compose networks that already exist (containers
-    recreated on them afterwards were seen failing to reach their peers), and
-    the other container suites keep their stacks up for the whole session.
-    """
     for item in items:
-        if "/e2e/" in str(item.fspath):
+        if suite(item) in ENGINE_SUITES:
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: item.fspath.basename == "test_swarm.py")
+    items.sort(key=lambda item: suite(item) == "swarm")
 
 
 @pytest.fixture(scope="session")
-def database() -> Iterator[Database]:
-    db = start_database()
-    yield db
-    if db.cluster:
-        db.cluster.destroy()
+def docker() -> Docker:
+    """The docker client, once an engine answers with what the stack needs (compose_stack.engine)."""
+    return compose_stack.engine()
 
 
 @pytest.fixture(scope="session")
-def migrated(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Database:
-    result = run_cli("migrate", env=database.env(tmp_path_factory.mktemp("migrate")))
-    assert result.returncode == 0, result.stderr
-    return database
-
-
-@pytest.fixture(scope="session")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The server under test: ``python -m app serve``, or the one TEST_API_URL names."""
-    if os.environ.get("TEST_API_URL"):
-        yield RemoteServer(os.environ["TEST_API_URL"])  # type: ignore[misc]
-        return
-    migrated = request.getfixturevalue("migrated")
-    tmp = tmp_path_factory.mktemp("server")
-    srv = Server(migrated.env(tmp), tmp / "server.log")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def api(server: Server) -> Iterator[Api]:
-    with Api(server.url) as session:
-        yield session
-
-
-@pytest.fixture
-def unique() -> str:
-    """A fresh word to put in names, so a test can filter down to its own items."""
-    return uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def table_digest(request: pytest.FixtureRequest) -> Callable[[], str]:
-    """A digest of the items table of the database the server under test writes to.
-
-    Locally, the throwaway cluster's. A server named by TEST_API_URL writes to a database of its
-    own, which only whoever points the tests at it can reach: a plugin of theirs provides the
-    `served_table_digest` fixture (tests/reliability/reliability_plugin.py: psql in the
-    container). Without one, the tests that compare the table skip rather than compare a
-    database the requests never reach.
-    """
-    if os.environ.get("TEST_API_URL"):
-        try:
-            return request.getfixturevalue("served_table_digest")
-        except pytest.FixtureLookupError:
-            pytest.skip("TEST_API_URL is set and no plugin provides a digest of that server's table")
-    migrated: Database = request.getfixturevalue("migrated")
-    if migrated.cluster is None:
-        pytest.skip("needs the throwaway cluster to inspect the table")
-    return lambda: table_snapshot(migrated)
-
-
-@pytest.fixture
-def unchanged(table_digest: Callable[[], str]) -> Iterator[None]:
-    """Asserts, after the test, that the items table is exactly as before it."""
-    before = table_digest()
-    yield
-    assert table_digest() == before, "a rejected request changed the items table"
+def ca_bundle() -> Path | None:
+    """The CA bundle builds give pip (compose_stack.ca_bundle)."""
+    return compose_stack.ca_bundle()

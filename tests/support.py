@@ -1,13 +1,12 @@
 """Helpers the tests share: the database, the server under test, an HTTP session.
 
-Kept out of conftest.py so that test modules can import them by name
-(``from support import ...``) without clashing with tests/e2e/conftest.py.
+Kept out of the conftests so that test modules and the conftests alike import them by name
+(``from support import ...``): pytest imports every conftest.py under that one name.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from pgcluster import Cluster, free_port
+from pgcluster import Cluster
+from tools.docker_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,15 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
         text=True,
         timeout=timeout,
     )
+
+
+def bare_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any of the app's settings, then `overrides`."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
+        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT")}
+    env.update(overrides)
+    return env
 
 
 class Server:
@@ -139,14 +148,6 @@ def table_snapshot(db: Database) -> str:
         "concat_ws('|', id, name, description, price, quantity, version, created_at, updated_at),"
         " ',' ORDER BY id)), '') FROM app.items;"
         " SELECT count(*) FROM app.cursor_key;"
-    )
-
-
-def docker_binary() -> str | None:
-    """The docker client: $DOCKER, PATH, or where .ci/engine.sh puts it."""
-    engine_client = Path("/opt/docker-engine/usr/bin/docker")
-    return os.environ.get("DOCKER") or shutil.which("docker") or (
-        str(engine_client) if engine_client.exists() else None
     )
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lint the build files: hadolint on every Dockerfile, shellcheck on every shell script.
 
-`make lint` and tests/test_lint.py run this same code, so both check the same files. The files
+`make lint` and tests/unit/test_lint.py run this same code, so both check the same files. The files
 are found, not listed: every file git tracks (or would track: new, not ignored) that is named
 Dockerfile (or Dockerfile.<something>), or that is a shell script (a `.sh` name, or a `#!` line running sh or bash), such as
 .ci/run and the offline stand-ins' scripts under tools/images/. A new one is linted without

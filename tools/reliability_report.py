@@ -101,7 +101,7 @@ SCENARIOS = """\
   server may neither refuse nor close one (not even after an answer). Load the pool cannot take
   may be shed as 503 problem+json with `Retry-After`; every other answer must be a 200 or a 201
   (both seen), and no request may time out (15 s).
-- **Hostile input.** `tests/test_hostile_input.py` runs against the container (`TEST_API_URL`);
+- **Hostile input.** `tests/api/test_hostile_input.py` runs against the container (`TEST_API_URL`);
   every test of it that must change nothing compares a digest of the items table before and
   after, taken from the container's database (where its requests go), not the test session's;
   the additions cover SQL injection in every string field (stored verbatim) and query parameter
@@ -190,9 +190,9 @@ make reliability-report            # this file again from the last results
 .venv/bin/pytest tests/reliability -k postgres -s   # one scenario, its figures printed
 ```
 
-The suite starts its own stack (project `items-rel`, or `$RELIABILITY_PROJECT`) on free
-loopback ports with its own secrets, beside the e2e suite's (`items-e2e`) and a user's own;
-it removes it, volumes included, at the end. Tests that damage the stack restore it before
+The suite starts its own stack (project `items-rel`, or `$RELIABILITY_PROJECT`; built by
+tests/compose_stack.py) on free loopback ports with its own secrets, beside the container
+suite's (tests/stack, `items-e2e`) and a user's own; it removes it, volumes included, at the end. Tests that damage the stack restore it before
 they return. Without a Docker engine the tests skip, except under `CI=true` (which `.ci/run`
 sets), where they fail.
 `RELIABILITY_SEED` fixes schemathesis' seed (printed in the details above).

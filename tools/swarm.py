@@ -47,13 +47,13 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout, not tools/
+from tools import docker_cli  # noqa: E402
 from tools.verify import budget as db_budget  # noqa: E402  (the verifier's connection budget)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,35 +118,21 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def docker_binary() -> str:
-    found = os.environ.get("DOCKER") or shutil.which("docker")
-    if not found and Path("/opt/docker-engine/usr/bin/docker").exists():  # .ci/engine.sh's place
-        found = "/opt/docker-engine/usr/bin/docker"
-    if not found:
-        raise CannotRun("no docker client (PATH, $DOCKER)")
-    return found
+class Docker(docker_cli.Docker):
+    """The docker client (tools/docker_cli.py), whose failures are CannotRun, as everything here."""
 
-
-class Docker:
     def __init__(self, env: dict[str, str]):
-        self.binary = docker_binary()
-        self.env = env
+        binary = docker_cli.docker_binary()
+        if not binary:
+            raise CannotRun("no docker client (PATH, $DOCKER)")
+        super().__init__(binary, env=env)
 
-    def __call__(self, *args: str, check: bool = True, input: str | None = None, capture: bool = True,
-                 timeout: float = 600) -> subprocess.CompletedProcess:
-        r = subprocess.run([self.binary, *args], input=input, text=True, env=self.env, cwd=ROOT,
-                           stdout=subprocess.PIPE if capture else None,
-                           stderr=subprocess.PIPE if capture else None, timeout=timeout)
-        if check and r.returncode != 0:
-            detail = (r.stderr or r.stdout or "").strip() if capture else ""
-            raise CannotRun(f"docker {' '.join(args[:3])} ... failed ({r.returncode}): {detail[-1500:]}")
-        return r
-
-    def json(self, *args: str) -> list | dict:
-        return json.loads(self(*args).stdout or "null")
-
-    def lines(self, *args: str) -> list[str]:
-        return [line for line in self(*args).stdout.splitlines() if line.strip()]
+    def __call__(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        try:
+            return super().__call__(*args, **kwargs)
+        except docker_cli.DockerError as e:
+            detail = (e.stderr or e.stdout).strip()
+            raise CannotRun(f"docker {' '.join(args[:3])} ... failed ({e.returncode}): {detail[-1500:]}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,11 +355,8 @@ class Swarm:
     def compose(self, *args: str, files=STACK_FILES, env: dict | None = None, capture: bool = True,
                 timeout: float = 600) -> subprocess.CompletedProcess:
         env_file = ["--env-file", self.args.env_file] if self.args.env_file else []
-        r = subprocess.run([self.docker.binary, "compose", *env_file, "-p", self.stack,
-                            *[a for f in files for a in ("-f", f)], *args],
-                           text=True, env=env or self.env, cwd=ROOT, timeout=timeout,
-                           stdout=subprocess.PIPE if capture else None,
-                           stderr=subprocess.PIPE if capture else None)
+        r = self.docker("compose", *env_file, "-p", self.stack, *[a for f in files for a in ("-f", f)], *args,
+                        check=False, env=env or self.env, capture=capture, timeout=timeout)
         if r.returncode != 0:
             raise CannotRun(f"docker compose {' '.join(args[:2])} failed ({r.returncode}): "
                             f"{(r.stderr or '').strip()[-2000:]}")

@@ -1,6 +1,6 @@
 """What a benchmark run measured, as typed records, and how they become latest.json.
 
-The JSON keeps the field names of these records (tests/test_bench_smoke.py and anyone comparing
+The JSON keeps the field names of these records (tests/stack/test_bench_smoke.py and anyone comparing
 runs read them); a field that does not apply to a record (pgbench has no latency) is left out."""
 
 from __future__ import annotations

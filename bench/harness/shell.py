@@ -5,15 +5,18 @@ A failed command raises with the tail of its output, so that a broken step says 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import ENGINE_DIR, ROOT
+from .config import ROOT
+
+sys.path.insert(0, str(ROOT))  # run as bench/run.py, bench/ is on the path: the checkout too, for tools/
+from tools import docker_cli  # noqa: E402
+from tools.docker_cli import free_port  # noqa: E402,F401  (the harness's free ports come from here)
 
 
 def log(msg: str) -> None:
@@ -29,34 +32,14 @@ def run(cmd: list[str], *, check: bool = True, timeout: float = 600, env: dict |
     return r
 
 
-def docker_binary() -> str:
-    found = shutil.which("docker")
-    if found:
-        return found
-    candidate = ENGINE_DIR / "usr/bin/docker"
-    if candidate.exists():
-        return str(candidate)
-    raise SystemExit("bench: no docker client (PATH or /opt/docker-engine; see .ci/engine.sh)")
-
-
-class Docker:
-    """The docker client: `docker("ps")` runs it; `inspect` reads an object."""
+class Docker(docker_cli.Docker):
+    """The docker client (tools/docker_cli.py): `docker("ps")` runs it; `inspect` reads an object."""
 
     def __init__(self) -> None:
-        self.binary = docker_binary()
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 600,
-                 env: dict | None = None) -> subprocess.CompletedProcess:
-        return run([self.binary, *args], check=check, timeout=timeout, env=env)
-
-    def inspect(self, obj: str) -> dict:
-        return json.loads(self("inspect", obj).stdout)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        binary = docker_cli.docker_binary()
+        if not binary:
+            raise SystemExit("bench: no docker client ($DOCKER, PATH or /opt/docker-engine; see .ci/engine.sh)")
+        super().__init__(binary)
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:

@@ -1,4 +1,4 @@
-"""A pytest plugin for running tests/test_hostile_input.py against the container stack.
+"""A pytest plugin for running tests/api/test_hostile_input.py against the container stack.
 
 Loaded with `-p reliability_plugin` in the subprocess that test_rel_10_hostile.py starts (with
 TEST_API_URL pointing at the container). The tests that must change nothing compare a digest of

@@ -6,19 +6,19 @@ too. Nothing here talks to anything but the Docker engine, 127.0.0.1 and the sta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from tools.docker_cli import DockerError
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("RELIABILITY_ARTIFACTS") or ROOT / "test-artifacts" / "reliability")
@@ -52,21 +52,6 @@ def scale() -> float:
 
 def scaled(base: float, minimum: float = 0) -> float:
     return max(base * scale(), minimum)
-
-
-def load_e2e_fixtures():
-    """tests/e2e/conftest.py as a module of its own, so its fixtures and Stack can be reused here.
-
-    pytest imports every conftest.py under the same name, so it cannot simply be imported by name.
-    """
-    name = "_e2e_stack_fixtures"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------- psql in the container
@@ -307,8 +292,8 @@ class StackOps:
                 if (st.get("Running") and last[1] == "healthy"
                         and (started_after is None or st.get("StartedAt", "") > started_after)):
                     return time.monotonic()
-            except AssertionError:
-                pass  # no container yet
+            except (AssertionError, DockerError):
+                pass  # no container yet, or it went between `ps` and `inspect`
             assert time.monotonic() < deadline, f"{service} not healthy in {timeout:.0f} s (last: {last})"
             time.sleep(0.2)
 

@@ -3,7 +3,7 @@
 docs/RELIABILITY.md says, scenario by scenario, what a run must show. These functions hold those
 promises: each takes what a scenario recorded (the outcome of every request, the times of its
 faults, what PostgreSQL holds) and returns the promises that were broken, in words, empty when
-all were kept. The scenario tests assert that the list is empty; test_rel_00_verdicts.py feeds
+all were kept. The scenario tests assert that the list is empty; tests/unit/test_reliability_verdicts.py feeds
 the same functions doctored records (a 500 instead of a 503, a dropped connection, a lost
 write, a connection the server closed) to show that every promise can fail. Nothing here talks
 to Docker or HTTP, so those checks run in a second without an engine.

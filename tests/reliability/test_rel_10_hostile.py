@@ -1,6 +1,6 @@
 """Hostile input against the containerized API: never a 5xx, never a hang, nothing changed.
 
-- The curated corpus of tests/test_hostile_input.py, run against the container (TEST_API_URL),
+- The curated corpus of tests/api/test_hostile_input.py, run against the container (TEST_API_URL),
   with the container's items table digested around every test that expects a refusal.
 - What the issue lists and that corpus lacks: SQL injection in every string field and query
   parameter, 10 MB bodies, chunked bodies, header floods, slow clients, path tricks in ids.
@@ -34,7 +34,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
-import test_hostile_input as corpus  # its raw-socket helpers; its tests run in a subprocess below
+from rawhttp import parse_raw, raw_exchange
 from reliability_support import (
     ARTIFACTS,
     PROBLEM,
@@ -45,8 +45,6 @@ from reliability_support import (
     recording_session,
     scaled,
 )
-
-pytestmark = pytest.mark.e2e
 
 T = 10  # seconds: the longest any single exchange may take
 MIB = 1024 * 1024
@@ -142,12 +140,12 @@ class Exchange:
         data = request.encode() if isinstance(request, str) else request
         data = data.replace(b"Host: HOST", b"Host: " + self.host.encode())
         started = time.monotonic()
-        received = corpus.raw_exchange(self.server, data, body_chunks=body_chunks, timeout=timeout)
+        received = raw_exchange(self.server, data, body_chunks=body_chunks, timeout=timeout)
         seconds = time.monotonic() - started
         if not received:
             self.tally["connection"] += 1
             return None, {}, b"", seconds
-        status, headers, body = corpus.parse_raw(received)
+        status, headers, body = parse_raw(received)
         self.tally[status] += 1
         self.bodies.record(body, "a raw exchange")
         return status, headers, body, seconds
@@ -193,7 +191,7 @@ def still_serves(api) -> None:
 
 
 def test_curated_corpus_of_tests_hostile_input_against_the_container(stack, ops, bodies, row, tmp_path):
-    """tests/test_hostile_input.py with TEST_API_URL, plus a digest of the container's table."""
+    """tests/api/test_hostile_input.py with TEST_API_URL, plus a digest of the container's table."""
     out, body_file = tmp_path / "plugin.json", tmp_path / "bodies.bin"
     env = {**os.environ, "TEST_API_URL": stack.api_url,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
@@ -201,7 +199,7 @@ def test_curated_corpus_of_tests_hostile_input_against_the_container(stack, ops,
            "RELIABILITY_PLUGIN_OUT": str(out), "RELIABILITY_BODY_FILE": str(body_file)}
     started = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_hostile_input.py", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "tests/api/test_hostile_input.py", "-q", "-p", "no:cacheprovider",
          "-p", "reliability_plugin"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
@@ -209,7 +207,7 @@ def test_curated_corpus_of_tests_hostile_input_against_the_container(stack, ops,
     if body_file.exists():
         bodies.scan_file(body_file, "a response of the reused hostile corpus")
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    result = row("Hostile input: tests/test_hostile_input.py against the container",
+    result = row("Hostile input: tests/api/test_hostile_input.py against the container",
                  requests=stats.get("requests", 0), statuses=stats.get("statuses", {}),
                  no_answer=stats.get("no_answer", {}),
                  details={"pytest": last.strip("= "), "table digests compared": stats.get("checked", 0),
@@ -408,7 +406,7 @@ def test_keepalive_after_a_413_to_a_chunked_body(stack, results, request):
             data = sock.recv(65536)
             assert data, "no answer to the oversized chunked body"
             received += data
-        status, headers, body = corpus.parse_raw(received)
+        status, headers, body = parse_raw(received)
         sender.join(T)
         row["statuses"][str(status)] = 1
         assert refusal(status, headers, body, Counter(), statuses={411, 413}, allow_native=False) is None, status
@@ -513,7 +511,7 @@ def _half_closed(raw: Exchange, request: bytes):
     if not received:
         raw.tally["connection"] += 1
         return None, {}, b""
-    status, headers, body = corpus.parse_raw(received)
+    status, headers, body = parse_raw(received)
     raw.tally[status] += 1
     return status, headers, body
 

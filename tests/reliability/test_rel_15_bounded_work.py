@@ -19,12 +19,9 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
-import pytest
 import requests
-import test_hostile_input as corpus
-from reliability_support import Results, cgroup_memory_file, scaled
-
-pytestmark = pytest.mark.e2e
+from rawhttp import h2_partial_posts
+from reliability_support import PROBLEM, Results, cgroup_memory_file, scaled
 
 MIB = 1024 * 1024
 
@@ -49,7 +46,7 @@ def _hammer(url: str, bodies: dict[str, bytes], until: float, tally: Counter, fa
                     r = session.post(url + "/items", data=body, timeout=10,
                                      headers={"Content-Type": "application/json"})
                     tally[r.status_code] += 1
-                    if not 400 <= r.status_code < 500 or r.headers.get("Content-Type") != corpus.PROBLEM:
+                    if not 400 <= r.status_code < 500 or r.headers.get("Content-Type") != PROBLEM:
                         failures.append(f"{what}: {r.status_code} {r.headers.get('Content-Type')}")
                 except requests.RequestException as e:
                     tally["no answer"] += 1
@@ -107,7 +104,7 @@ def test_worst_case_bodies_from_every_thread_are_refused_within_memory(stack, op
 def test_dropped_http2_streams_neither_leak_nor_stop_the_api(stack, ops, row):
     before = ops.inspect("flask-api")
     server = SimpleNamespace(url=stack.api_url)
-    answers = [corpus.h2_partial_posts(server, streams=4) for _ in range(int(scaled(5, 5)))]
+    answers = [h2_partial_posts(server, streams=4) for _ in range(int(scaled(5, 5)))]
     spoken = [a for a in answers if len(a) >= 9 and a[3] == 0x4]
     started = time.monotonic()
     statuses = Counter(requests.get(stack.api_url + path, timeout=5).status_code

@@ -18,12 +18,9 @@ import threading
 import uuid
 from urllib.parse import urlsplit
 
-import pytest
 from reliability_load import keepalive_load
 from reliability_support import Results, cgroup_memory_file, scaled
 from reliability_verdicts import judge_keepalive
-
-pytestmark = pytest.mark.e2e
 
 CONNECTIONS = 256
 

@@ -36,8 +36,6 @@ from reliability_verdicts import (
     writes_breaches,
 )
 
-pytestmark = pytest.mark.e2e
-
 CLIENT_TIMEOUT = 10  # a request with no answer by then counts as a hang
 HOLD = 4.0  # seconds PostgreSQL stays stopped in the main scenario
 

@@ -19,14 +19,11 @@ import re
 import time
 from datetime import datetime
 
-import pytest
 from reliability_load import WriteLoad, check_writes
 from reliability_support import ARTIFACTS, Results, scaled
 from reliability_verdicts import UNREAD_BOUND, Stop, judge_api_crash, judge_api_stop, writes_breaches
 
 from app.serve import WORKERS_KILL_TIMEOUT
-
-pytestmark = pytest.mark.e2e
 
 CLIENT_TIMEOUT = 10
 

@@ -15,8 +15,6 @@ import pytest
 import requests
 from reliability_support import Results
 
-pytestmark = pytest.mark.e2e
-
 BOUND = 90  # seconds from the wedge to service again
 
 

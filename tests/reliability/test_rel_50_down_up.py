@@ -15,11 +15,8 @@ import time
 import uuid
 from collections import Counter
 
-import pytest
 import requests
 from reliability_support import Results, recording_session, scaled
-
-pytestmark = pytest.mark.e2e
 
 
 class PgAdmin:

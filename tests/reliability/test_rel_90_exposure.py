@@ -21,10 +21,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from reliability_support import ARTIFACTS, Results
-
-pytestmark = pytest.mark.e2e
 
 SERVICES = ("flask-api", "postgres", "pgadmin")
 

@@ -6,8 +6,8 @@ so that the harness cannot rot between full runs. It never asserts on a timing: 
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
 answered every request with a success status, and that the peers serve the same JSON as ours.
 
-Needs a Docker engine (like the e2e tests, it skips without one, except under CI=true); wrk is
-installed from Debian's packages when missing.
+Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
+except under CI=true); wrk is installed from Debian's packages when missing.
 """
 
 from __future__ import annotations
@@ -19,28 +19,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import docker_binary, unavailable
+from support import unavailable
 
-pytestmark = pytest.mark.e2e
+from tools.docker_cli import Docker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
 
 
-
-
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    docker = docker_binary()
-    if not docker:
-        unavailable("no docker client found")
-    if subprocess.run([docker, "info"], capture_output=True, timeout=60, check=False).returncode != 0:
-        unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
+def smoke(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     if not shutil.which("wrk") and os.geteuid() != 0:
         unavailable("wrk is missing and only root may install it")
     out = tmp_path_factory.mktemp("bench-smoke")
-    env = {**os.environ, "PATH": f"{Path(docker).parent}:{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{Path(docker.binary).parent}:{os.environ.get('PATH', '')}"}
     r = subprocess.run(
         ["make", "--no-print-directory", "bench-smoke", f"BENCH_ARGS=--out {out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,

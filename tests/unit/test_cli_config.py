@@ -1,26 +1,18 @@
-"""The command line: configuration errors, credentials, and the health check."""
+"""The command line's configuration errors and the health check with no server: no services needed.
+
+Each run of `python -m app` here stops before it would connect to anything (a refused setting
+exits 2, a health check of a port nothing listens on exits 1); the runs that reach a database
+or a server are in tests/api/test_cli.py.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from support import ROOT, run_cli
+from support import bare_env, run_cli
+from tools.docker_cli import free_port
 
 SECRET = "Sup3r-Secret-Value"
-
-
-def bare_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (
-        "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
-        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT")}
-    env.update(overrides)
-    return env
-
-
 URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
 
 
@@ -60,37 +52,6 @@ def test_empty_password_file_is_refused(tmp_path):
     assert "DATABASE_PASSWORD_FILE" in result.stderr
 
 
-def test_wrong_password_fails_fast_without_showing_it(migrated, tmp_path):
-    wrong = tmp_path / "wrong"
-    wrong.write_text(SECRET + "\n")
-    env = {**migrated.env(tmp_path), "DATABASE_PASSWORD_FILE": str(wrong), "PORT": "1"}
-    result = run_cli("serve", env=env, timeout=60)
-    assert result.returncode != 0
-    assert "cannot connect to the database" in result.stdout + result.stderr
-    assert SECRET not in result.stdout + result.stderr
-    migrate = run_cli("migrate", env=env)
-    assert migrate.returncode == 1
-    assert "password authentication failed" in migrate.stderr
-    assert SECRET not in migrate.stdout + migrate.stderr
-
-
-def test_password_file_wins_over_password_in_url(migrated, tmp_path):
-    env = migrated.env(tmp_path)
-    env["DATABASE_URL"] = migrated.url.replace("app@", "app:not-the-password@")
-    assert run_cli("migrate", env=env).returncode == 0
-
-
-def test_healthcheck_exits_0_when_the_server_answers(server):
-    assert run_cli("healthcheck", env=bare_env(PORT=str(server.port))).returncode == 0
-
-
-def test_healthcheck_script_runs_on_the_standard_library_alone(server):
-    # The image runs it so (-I -S: no site-packages): it must never import the app.
-    result = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "app/healthcheck.py")],
-                            env=bare_env(PORT=str(server.port)), capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-
-
 def test_healthcheck_exits_2_for_a_port_that_is_no_port():
     result = run_cli("healthcheck", env=bare_env(PORT="70000"))
     assert result.returncode == 2
@@ -98,6 +59,4 @@ def test_healthcheck_exits_2_for_a_port_that_is_no_port():
 
 
 def test_healthcheck_exits_1_when_nothing_answers():
-    from pgcluster import free_port
-
     assert run_cli("healthcheck", env=bare_env(PORT=str(free_port()))).returncode == 1

@@ -5,11 +5,11 @@ They check the contracts the stack relies on: postgres as root and as 999:999 on
 first-start init; pgAdmin read-only as uid 5050 (ping + login); the python image's pip behind a
 CA given as a build secret, and its C headers.
 
-Self-contained on purpose: only `subprocess` + the `docker` CLI, no fixtures from conftest.py.
+Self-contained on purpose: only the `docker` CLI (tools/docker_cli.py), no fixtures from a conftest.
 Every container, volume, network and image made here carries a per-run label and is removed in a
 finalizer, also when a test fails. Without an engine (or without the images) the tests skip,
 except under CI=true, where they fail.
-Run: bash .ci/engine.sh && python3 tools/offline_images.py && pytest tests/e2e/test_offline_images.py
+Run: bash .ci/engine.sh && python3 tools/offline_images.py && pytest tests/stack/test_offline_images.py
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import gzip
 import http.cookiejar
 import json
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -27,9 +26,9 @@ from pathlib import Path
 
 import pytest
 from support import unavailable
-from tools import offline_images
 
-pytestmark = pytest.mark.e2e
+from tools import offline_images
+from tools.docker_cli import Docker, docker_binary
 
 PYTHON_IMAGE = offline_images.PYTHON_IMAGE
 POSTGRES_IMAGE = offline_images.POSTGRES_IMAGE
@@ -38,27 +37,14 @@ PGADMIN_IMAGE = offline_images.PGADMIN_IMAGE
 RUN_ID = uuid.uuid4().hex[:10]
 RUN_LABEL = f"e2e.offline-images.run={RUN_ID}"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-ENGINE_BIN = "/opt/docker-engine/usr/bin"  # where .ci/engine.sh unpacks the engine's client
-
-
-# Prefer the client unpacked beside the engine; any 28.x client on PATH works too.
-DOCKER = (str(Path(ENGINE_BIN, "docker")) if Path(ENGINE_BIN, "docker").exists()
-          else shutil.which("docker") or "docker")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120, input: str | None = None):
-    r = subprocess.run([DOCKER, *args], check=False, capture_output=True, text=True,
-                       timeout=timeout, input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
+docker = Docker(docker_binary() or "docker", timeout=120)  # without a client, the fixture below skips
 
 
 @pytest.fixture(scope="module", autouse=True)
 def engine_and_images():
     """An engine must answer and the stand-ins must be built; remove leftovers of this run at the end."""
-    if not shutil.which(DOCKER):
-        unavailable("no docker client on PATH")
+    if not docker_binary():
+        unavailable("no docker client found (PATH, $DOCKER or /opt/docker-engine)")
     try:
         alive = docker("info", check=False, timeout=30).returncode == 0
     except subprocess.TimeoutExpired:

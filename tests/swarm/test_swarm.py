@@ -25,8 +25,6 @@ import json
 import os
 import signal
 import re
-import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -39,26 +37,21 @@ from urllib.parse import quote
 
 import pytest
 
+from compose_stack import write_secrets
+from tools.docker_cli import Docker, free_port
 from tools.verify.model import API, POSTGRES, SWARM_SERVICES
 from tools.verify.run import SWARM
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
 NAMESPACE = "com.docker.stack.namespace"
 # A health check that never passes, on top of the deployed image: the update must roll back.
 BROKEN_HEALTHCHECK = ('HEALTHCHECK --interval=1s --timeout=1s --start-period=0s --retries=2 '
                       'CMD ["/opt/venv/bin/python", "-c", "raise SystemExit(1)"]')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class SwarmStack:
-    docker: object  # conftest's Docker
+    docker: Docker
     name: str
     env: dict[str, str]
     env_file: Path
@@ -101,8 +94,8 @@ class SwarmStack:
         """An image on top of the one the API runs (no rebuild): a new id, so a new content tag."""
         base = self.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         dockerfile = "\n".join([f"FROM {base}", *lines, f"LABEL items.e2e={tag}"]) + "\n"
-        r = subprocess.run([self.docker.binary, "build", "--quiet", "--tag", f"items-api:{tag}", "-"],
-                           input=dockerfile, capture_output=True, text=True, env=self.env, timeout=120)
+        r = self.docker("build", "--quiet", "--tag", f"items-api:{tag}", "-", input=dockerfile, env=self.env,
+                        timeout=120, check=False)
         assert r.returncode == 0, r.stderr
         self.images.append(f"items-api:{tag}")
         self.images.append(f"items-api:{self.image_id(f'items-api:{tag}').removeprefix('sha256:')[:12]}")
@@ -135,9 +128,7 @@ class SwarmStack:
 def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
     tmp = tmp_path_factory.mktemp("swarm")
     secrets_dir = tmp / "secrets"
-    secrets_dir.mkdir(mode=0o700)
-    for name in SECRET_NAMES:
-        (secrets_dir / name).write_text(secrets.token_urlsafe(32) + "\n")
+    write_secrets(secrets_dir)
     env_file = tmp / "e2e.env"  # our own: a user's .env must not change the stack under test
     env_file.write_text("")
     api_port, pgadmin_port = free_port(), free_port()
@@ -272,8 +263,8 @@ def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 3
 
 
 def test_api_contract_through_the_proxy(swarm) -> None:
-    """The HTTP contract tests of tests/test_items.py, against the swarm's entry point on 127.0.0.1."""
-    r = subprocess.run([sys.executable, "-m", "pytest", "tests/test_items.py", "-q", "-p",
+    """The HTTP contract tests of tests/api/test_items.py, against the swarm's entry point on 127.0.0.1."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "tests/api/test_items.py", "-q", "-p",
                         "no:cacheprovider"], cwd=ROOT, env={**os.environ, "TEST_API_URL": swarm.api_url},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

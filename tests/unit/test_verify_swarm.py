@@ -1,12 +1,12 @@
 """Unit tests for the Swarm side (verify_stack.py --swarm, tools/swarm.py, tools/swarm_proxy.py), no engine.
 
-tests/data/swarm/stack.json was captured from the real stack (`make swarm-up`,
+tests/unit/data/swarm/stack.json was captured from the real stack (`make swarm-up`,
 stack items-swarm, a single-node swarm on this machine's engine 28.5): per
 service the `docker service inspect` record (with ServiceStatus), its running
 tasks and one failed one, the trimmed inspect records of the task containers
 on this node with their `docker top` under `_top`, and the image's health
 check; under `facts` the node, docker_gwbridge (bound to 127.0.0.1), the
-networks and the engine's security options. tests/data/swarm/rendered.json is
+networks and the engine's security options. tests/unit/data/swarm/rendered.json is
 `docker compose config --format json` of the three compose files, host paths
 rewritten to /srv/items. Each test weakens a copy in one place.
 """
@@ -35,7 +35,7 @@ from tools.verify.report import render
 from tools.verify.run import SWARM, verify
 from tools.verify.targets import HOST_BINDING, SwarmTarget
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "swarm"
 CAPTURED = json.loads((DATA / "stack.json").read_text())
 RENDERED = json.loads((DATA / "rendered.json").read_text())

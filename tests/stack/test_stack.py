@@ -39,9 +39,9 @@ def psql(stack, sql: str) -> str:
 
 
 def test_api_contract_over_loopback(stack) -> None:
-    """The HTTP contract tests of tests/test_items.py, pointed at the container (TEST_API_URL)."""
+    """The HTTP contract tests of tests/api/test_items.py, pointed at the container (TEST_API_URL)."""
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_items.py", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "tests/api/test_items.py", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT, env={**os.environ, "TEST_API_URL": stack.api_url},
         capture_output=True, text=True, timeout=300,
     )

@@ -1,7 +1,7 @@
 """tools/verify_stack.py against the real prod stack (the session's `stack` fixture).
 
 The verifier must pass the stack as the compose files build it, and must
-catch each deliberate weakening under tests/e2e/weakened/ with exactly the
+catch each deliberate weakening under tests/stack/weakened/ with exactly the
 check it is there to catch (and exit code 1). Each weakening is applied to
 one service of the same project with an extra override file, then undone by
 re-running `up` without it, so the stack leaves every test as it came in.
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from compose_stack import COMPOSE_FILES
 from tools.verify.model import API, PGADMIN, POSTGRES, SERVICES
 from tools.verify.run import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
 WEAKENED = Path(__file__).parent / "weakened"
-FILES = ("compose.yaml", "compose.prod.yaml")  # the stack fixture's files
 
 
 def run_verify(stack, *args: str, project: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
@@ -43,7 +43,7 @@ def failures(report: dict) -> set[tuple[str, str]]:
 
 def compose_up(stack, service: str, override: Path | None = None) -> None:
     """`up --wait` one service with the fixture's files (plus an override); never rebuilds."""
-    files = [*FILES, *([str(override)] if override else [])]
+    files = [*COMPOSE_FILES, *([str(override)] if override else [])]
     compose = ["compose", "--env-file", str(stack.env_file), "-p", stack.project,
                *[a for f in files for a in ("-f", f)]]
     up = [*compose, "up", "--detach", "--no-build", "--wait", "--wait-timeout", "240", service]

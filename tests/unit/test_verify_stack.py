@@ -1,6 +1,6 @@
 """Unit tests for tools/verify_stack.py: the parsing and every check, without an engine.
 
-The inspect records under tests/data/inspect were captured from real
+The inspect records under tests/unit/data/inspect were captured from real
 containers of this machine's engine (28.5) and trimmed of machine-specific
 fields; `_top` holds the container's `docker top -o uid,pid,args` output.
 

@@ -5,7 +5,7 @@ The document is generated from the pydantic models that validate requests, so co
 those models would prove nothing. These tests compare the document the server serves with
 behaviour instead: the routes of the app `create_app()` builds, and the fields, parameters,
 statuses, media types and headers the server actually reads and answers with. Schemathesis
-(tests/test_schemathesis.py) checks every answer it provokes against the document's schemas.
+(tests/api/test_schemathesis.py) checks every answer it provokes against the document's schemas.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 from app.config import MAX_BODY_BYTES
 from app.openapi import document
 
-API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # A path parameter, written `<id>` in the prose and `{item_id}` in OpenAPI.
 PARAMETER = re.compile(r"<[^>]+>|\{[^}]+\}")

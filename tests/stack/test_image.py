@@ -11,7 +11,6 @@ that the step ran.
 from __future__ import annotations
 
 import re
-import socket
 import tarfile
 import time
 import urllib.request
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tools.docker_cli import free_port
 
 IMAGE = "items-api:e2e"
 LABELS = {
@@ -67,8 +68,7 @@ def rootfs(docker, image: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     path = tmp_path_factory.mktemp("export") / "rootfs.tar"
     cid = docker("create", image).stdout.strip()
     try:
-        with open(path, "wb") as f:
-            docker("export", cid, stdout=f)
+        docker("export", "--output", str(path), cid)
     finally:
         docker("rm", cid, check=False)
     with tarfile.open(path) as tar:
@@ -139,9 +139,7 @@ def test_runs_read_only_without_capabilities_and_stops_on_sigterm(
     secret = tmp_path / "db_password"
     secret.write_text(password + "\n")
     secret.chmod(0o644)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     docker("network", "create", net)
     try:
         docker("run", "-d", "--name", db, "--network", net, "-e", f"POSTGRES_PASSWORD={password}",

@@ -1,0 +1,87 @@
+"""The API suite's fixtures: a real PostgreSQL and the real server, over real HTTP.
+
+The session starts a throwaway cluster (unless TEST_DATABASE_URL names one),
+migrates it with ``python -m app migrate``, and serves the app with
+``python -m app serve`` (Granian) on a free port; or, when TEST_API_URL is
+set, uses the API running there (the container suites run these tests against
+their stack that way). Tests talk to it with `requests`, as any client would.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from support import Api, Database, RemoteServer, Server, run_cli, start_database, table_snapshot
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[Database]:
+    db = start_database()
+    yield db
+    if db.cluster:
+        db.cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def migrated(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Database:
+    result = run_cli("migrate", env=database.env(tmp_path_factory.mktemp("migrate")))
+    assert result.returncode == 0, result.stderr
+    return database
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server under test: ``python -m app serve``, or the one TEST_API_URL names."""
+    if os.environ.get("TEST_API_URL"):
+        yield RemoteServer(os.environ["TEST_API_URL"])  # type: ignore[misc]
+        return
+    migrated = request.getfixturevalue("migrated")
+    tmp = tmp_path_factory.mktemp("server")
+    srv = Server(migrated.env(tmp), tmp / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[Api]:
+    with Api(server.url) as session:
+        yield session
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh word to put in names, so a test can filter down to its own items."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def table_digest(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """A digest of the items table of the database the server under test writes to.
+
+    Locally, the throwaway cluster's. A server named by TEST_API_URL writes to a database of its
+    own, which only whoever points the tests at it can reach: a plugin of theirs provides the
+    `served_table_digest` fixture (tests/reliability/reliability_plugin.py: psql in the
+    container). Without one, the tests that compare the table skip rather than compare a
+    database the requests never reach.
+    """
+    if os.environ.get("TEST_API_URL"):
+        try:
+            return request.getfixturevalue("served_table_digest")
+        except pytest.FixtureLookupError:
+            pytest.skip("TEST_API_URL is set and no plugin provides a digest of that server's table")
+    migrated: Database = request.getfixturevalue("migrated")
+    if migrated.cluster is None:
+        pytest.skip("needs the throwaway cluster to inspect the table")
+    return lambda: table_snapshot(migrated)
+
+
+@pytest.fixture
+def unchanged(table_digest: Callable[[], str]) -> Iterator[None]:
+    """Asserts, after the test, that the items table is exactly as before it."""
+    before = table_digest()
+    yield
+    assert table_digest() == before, "a rejected request changed the items table"

@@ -1,0 +1,143 @@
+"""The container stack under test, built the same way for every suite that needs one.
+
+tests/stack (project ``items-e2e``) and tests/reliability (``items-rel``) each start
+compose.yaml + compose.prod.yaml under a project name of their own, on free loopback ports, with
+random secrets in a temporary directory and an empty env file, so that each runs beside the
+other and beside a user's own stack, and a user's .env or COMPOSE_* variables cannot change what
+is tested. `running_stack` first removes whatever an earlier run left (a daemon restart brings
+back containers that have a restart policy), and removes everything, volumes included, when it
+ends, also after a failure. tests/swarm takes the engine and the secrets from here too.
+
+Without a docker client, an answering engine, the plugins or the base images, `engine` skips
+with the reason, except under CI=true, where it fails: CI must never pass without these tests.
+A plain module, not a conftest, so that each suite's conftest imports it by name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from support import unavailable
+from tools.docker_cli import Docker, docker_binary, free_port
+
+COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml")
+BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:9.18")
+SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Variables that would make Compose read other files or start other services than the test's.
+FOREIGN_COMPOSE_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES")
+
+
+def engine() -> Docker:
+    """A docker client and an engine that answers, with the plugins and base images the stack needs."""
+    binary = docker_binary()
+    if not binary:
+        unavailable("no docker client found (PATH, $DOCKER or /opt/docker-engine)")
+    docker = Docker(binary, timeout=120)
+    try:
+        answers = docker("info", check=False, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        answers = False
+    if not answers:
+        unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
+    for plugin in ("compose", "buildx"):
+        if docker(plugin, "version", check=False).returncode != 0:
+            unavailable(f"the docker {plugin} plugin is missing")
+    missing = [i for i in BASE_IMAGES if docker("image", "inspect", i, check=False).returncode != 0]
+    if missing:
+        unavailable(f"base images missing: {missing} (offline: python3 tools/offline_images.py)")
+    return docker
+
+
+def ca_bundle() -> Path | None:
+    """What builds give pip as the `extra_ca` secret: $EXTRA_CA_BUNDLE, else this host's bundle
+    (on this network it holds the extra CA pip needs, besides the public roots), else nothing."""
+    if os.environ.get("EXTRA_CA_BUNDLE"):
+        return Path(os.environ["EXTRA_CA_BUNDLE"])
+    return HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
+
+
+def write_secrets(directory: Path) -> dict[str, str]:
+    """A random value per secret file in a new directory (0700); the values, by name."""
+    directory.mkdir(mode=0o700)
+    values = {}
+    for name in SECRET_NAMES:
+        values[name] = secrets.token_urlsafe(32)
+        path = directory / name
+        path.write_text(values[name] + "\n")
+        path.chmod(0o644)  # bind-mounted: read by uids 999, 10001 and 5050
+    return values
+
+
+@dataclass
+class Stack:
+    docker: Docker
+    project: str
+    env_file: Path
+    env: dict[str, str]
+    api_url: str
+    pgadmin_url: str
+    pgadmin_email: str
+    secrets: dict[str, str]
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        files = [a for f in COMPOSE_FILES for a in ("-f", f)]
+        return self.docker("compose", "--env-file", str(self.env_file), "-p", self.project, *files,
+                           *args, check=check, timeout=timeout, env=self.env)
+
+    def up(self) -> None:
+        r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", check=False, timeout=600)
+        if r.returncode != 0:
+            ps = self.compose("ps", "--all", check=False).stdout
+            logs = self.compose("logs", "--no-color", "--tail", "60", check=False).stdout
+            raise AssertionError(f"compose up failed ({r.returncode}):\n{r.stderr[-3000:]}\n{ps}\n{logs[-8000:]}")
+
+    def down(self, *args: str) -> None:
+        self.compose("down", "--remove-orphans", *args, timeout=180)
+
+    def container(self, service: str) -> str:
+        cid = self.compose("ps", "--quiet", service).stdout.strip()
+        assert cid, f"no running container for {service}"
+        return cid
+
+
+def new_stack(docker: Docker, tmp: Path, *, project: str, label: str, api_port: int | None = None,
+              pgadmin_port: int | None = None) -> Stack:
+    """The stack's settings (nothing started yet): secrets and an empty env file under `tmp`,
+    free ports unless given; `label` names the env file and pgAdmin's login."""
+    values = write_secrets(tmp / "secrets")
+    api_port, pgadmin_port = api_port or free_port(), pgadmin_port or free_port()
+    email = f"{label}@example.com"
+    env_file = tmp / f"{label}.env"
+    env_file.write_text("")
+    env = {**os.environ, "SECRETS_DIR": str(tmp / "secrets"), "API_PORT": str(api_port),
+           "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email}
+    for name in FOREIGN_COMPOSE_SETTINGS:
+        env.pop(name, None)
+    bundle = ca_bundle()
+    if bundle is not None:
+        env["EXTRA_CA_BUNDLE"] = str(bundle)
+    return Stack(docker=docker, project=project, env_file=env_file, env=env,
+                 api_url=f"http://127.0.0.1:{api_port}", pgadmin_url=f"http://127.0.0.1:{pgadmin_port}",
+                 pgadmin_email=email, secrets=values)
+
+
+@contextmanager
+def running_stack(stack: Stack) -> Iterator[Stack]:
+    """The stack up and healthy, leftovers of an earlier run removed first; removed at the end."""
+    stack.down("--volumes")
+    try:
+        started = time.monotonic()
+        stack.up()
+        print(f"\n[{stack.project}] stack healthy in {time.monotonic() - started:.1f} s "
+              f"(API {stack.api_url}, pgAdmin {stack.pgadmin_url})")
+        yield stack
+    finally:
+        stack.down("--volumes")
