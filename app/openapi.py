@@ -97,6 +97,8 @@ def _operation(operation: spec.Operation) -> dict[str, Any]:
     responses = {str(status): _response(reply) for status, reply in operation.replies.items()}
     for status in operation.problems:
         headers = {"Retry-After": spec.RETRY_AFTER} if status == 503 else {}
+        if status == 415 and len(operation.media_types) > 1:  # PATCH: it takes more than JSON
+            headers = {"Accept-Patch": spec.ACCEPT_PATCH}
         problem = spec.Reply(spec.PROBLEMS[status], ProblemDocument, headers)
         responses[str(status)] = _response(problem, PROBLEM_TYPE)
     parameters = [
@@ -118,7 +120,7 @@ def _operation(operation: spec.Operation) -> dict[str, Any]:
 
 
 def _response(reply: spec.Reply, media_type: str = "application/json") -> dict[str, Any]:
-    headers = {"X-Request-ID": spec.REQUEST_ID, **reply.headers}
+    headers = {**spec.EVERY_RESPONSE, **reply.headers}
     response: dict[str, Any] = {
         "description": reply.description,
         "headers": {name: _header(header) for name, header in headers.items()},

@@ -54,14 +54,22 @@ class Reply:
     headers: Mapping[str, Header] = field(default_factory=dict)
 
 
-# Every response carries X-Request-ID; every 503 says when to retry.
+# Every response carries X-Request-ID and the headers of `headers`; every 503
+# says when to retry; a PATCH refused 415 says which media types it takes.
 REQUEST_ID = Header(
     "Echoes a well-formed X-Request-ID (1-128 of `[A-Za-z0-9._-]`), else a fresh id.",
     component="RequestId",
 )
+NOSNIFF = Header("Always `nosniff`: the body is never to be sniffed.", component="ContentTypeOptions")
+CACHE_CONTROL = Header(
+    "`no-cache` on an item (keep it, but revalidate with its ETag), `no-store` on anything else.",
+    component="CacheControl",
+)
 ETAG = Header('The item\'s strong ETag, `"<version>"`.', component="ETag")
 RETRY_AFTER = Header("Seconds to wait before retrying.", "integer", component="RetryAfter")
-SHARED_HEADERS = (REQUEST_ID, ETAG, RETRY_AFTER)
+ACCEPT_PATCH = Header("The media types PATCH takes.", component="AcceptPatch")
+SHARED_HEADERS = (REQUEST_ID, NOSNIFF, CACHE_CONTROL, ETAG, RETRY_AFTER, ACCEPT_PATCH)
+EVERY_RESPONSE = {"X-Request-ID": REQUEST_ID, "X-Content-Type-Options": NOSNIFF, "Cache-Control": CACHE_CONTROL}
 
 REQUEST_ID_PARAMETER = Parameter(
     "X-Request-ID",

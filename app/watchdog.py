@@ -10,8 +10,9 @@ The restart policy (`restart: unless-stopped` under Compose, the Swarm
 restart policy under Swarm) then starts a fresh container.
 
 A slow answer is still an answer: the watchdog only fires when nothing at
-all came back for the whole window, so load alone never triggers it. It is
-armed by the first answer, so a slow start is never taken for a wedge.
+all came back for the whole window, so load alone never triggers it. The
+window starts at the first answer (a slow start is not a wedge), or after
+`START_GRACE` seconds if the server never answers at all.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from .healthcheck import probe
 
 log = logging.getLogger("app.watchdog")
 
+# Seconds a server may take to give its first answer before the watchdog
+# counts the silence anyway (workers import the app and open the pool).
+START_GRACE = 60.0
 # The process exits this way when it had to be restarted (EX_SOFTWARE).
 EXIT_WEDGED = 70
 
@@ -52,15 +56,20 @@ class Watchdog:
         threading.Thread(target=self._run, name="watchdog", daemon=True).start()
 
     def _run(self) -> None:
-        last_answer = None  # armed by the first answer
+        # Until the first answer, probe briefly and often, so the watchdog is
+        # armed within a second or two of the server answering; a server that
+        # has not answered START_GRACE seconds after start is armed anyway.
+        last_answer, armed = time.monotonic() + START_GRACE, False
         while True:
             started = time.monotonic()
-            if probe(self.port, timeout=min(self.timeout / 2, 10.0), host=self.host):
-                last_answer = time.monotonic()
-            elif last_answer is not None and time.monotonic() - last_answer >= self.timeout:
+            wait = min(self.timeout / 2, 10.0) if armed else 1.0
+            if probe(self.port, timeout=wait, host=self.host):
+                last_answer, armed = time.monotonic(), True
+            elif time.monotonic() - last_answer >= self.timeout:
                 self._fire(time.monotonic() - last_answer)
                 return
-            time.sleep(max(0.0, self.every - (time.monotonic() - started)))
+            pause = self.every if armed else 1.0
+            time.sleep(max(0.0, pause - (time.monotonic() - started)))
 
     def _fire(self, silent_for: float) -> None:
         log.error(

@@ -175,7 +175,8 @@ def granian_workers(main_pid: int) -> list[int]:
     serving = main_pid
     if b"serve" not in Path(f"/proc/{main_pid}/cmdline").read_bytes():
         (serving,) = children(main_pid)
-    workers = children(serving)
+    # Spawned workers come with multiprocessing's resource tracker: not a worker.
+    workers = [p for p in children(serving) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert workers, f"no Granian worker under pid {main_pid}"
     return workers
 

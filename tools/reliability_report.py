@@ -89,6 +89,12 @@ SCENARIOS = """\
   the container's exit) and the container must exit cleanly (exit code 0, not OOM-killed)
   within its grace period (`stop_grace_period`, 15 s); every acknowledged write stored as sent.
   It is started again afterwards. *Recovery*: how long the stop took, and `start` to healthy.
+- **API wedged.** The API's Granian workers are SIGSTOPped from the host: the process lives and
+  answers nothing, which Docker alone never acts on. The API's watchdog (`app/watchdog.py`,
+  `WATCHDOG_TIMEOUT`, 30 s) must notice the silence, stop the server and exit, and the restart
+  policy must start it again: `/health/live` must answer again within 90 s of the wedge and the
+  container's `RestartCount` must have grown by one. *Recovery*: wedge to `/health/live`
+  answering. (The Swarm suite wedges a task the same way and expects it replaced within 90 s.)
 - **`down` then `up`.** Items written through the API, a digest of the whole table and a server
   registered in pgAdmin through its web API (logged in with its CSRF token) before `docker
   compose down` (volumes kept); after `up`, the same digest, every item readable and equal, the
@@ -113,6 +119,17 @@ SCENARIOS = """\
   the request, with an empty body: 431 for more than 100 header fields or headers larger than its
   buffer, 414 for a too long request line, 400 for messages that are not valid HTTP/1.1 (a NUL or
   a space in the target, a malformed or doubled Content-Length, an unsupported transfer coding).
+- **Worst-case bodies.** As many clients as the API has request threads send, over and over,
+  the costliest bodies `MAX_BODY_BYTES` allows: an object full of unknown members, JSON nested as
+  deep as the body allows, a price of tens of thousands of digits, a description of escaped
+  astral characters. Every one must be refused with a 4xx problem+json; another client's
+  `/health/live`, probed every 0.1 s, must answer within 1 s throughout; the API must not be
+  OOM-killed or restarted, and its anonymous memory (cgroup, sampled with each probe; page cache
+  is reclaimed before any OOM kill and is reported beside it) must stay under half its limit.
+- **Cleartext HTTP/2.** Connections open HTTP/2 with prior knowledge, start four `POST` streams
+  each with part of a body, and hang up. The API speaks HTTP/1.1 only: no connection may be
+  answered as HTTP/2, and afterwards `/health/live`, a listing and `/health` must each answer 200
+  five times within 3 s, with no API restart.
 - **Secrets.** After everything else: none of the three generated secret values in any
   container's `docker inspect` record (environment included), the API image's `docker history
   --no-trunc` or inspect record, any file of the image (`docker export` of a created container),

@@ -251,6 +251,13 @@ def cgroup_memory_file(container_id: str) -> Path | None:
     return None
 
 
+def cgroup_anonymous_memory(memory_file: Path) -> int:
+    """The container's anonymous memory (its processes' heaps and stacks, no page cache), from the
+    memory.stat beside `memory_file`: what an OOM kill is about, since cache is reclaimed first."""
+    stat = dict(line.split() for line in (memory_file.parent / "memory.stat").read_text().splitlines())
+    return int(stat["anon"] if "anon" in stat else stat["total_rss"])
+
+
 class StackOps:
     """Docker-level operations on the fixture's stack, by service name."""
 
