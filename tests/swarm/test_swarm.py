@@ -23,8 +23,8 @@ import http.client
 import itertools
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +38,7 @@ from urllib.parse import quote
 import pytest
 
 from compose_stack import write_secrets
+from support import granian_workers
 from tools.docker_cli import Docker, free_port
 from tools.verify.model import API, POSTGRES, SWARM_SERVICES
 from tools.verify.run import SWARM
