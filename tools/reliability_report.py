@@ -143,7 +143,7 @@ SCENARIOS = """\
 
 
 def cell(value) -> str:
-    text = str(value).replace("|", "\\|").replace("\n", " ")
+    text = ("" if value is None else str(value)).replace("|", "\\|").replace("\n", " ")
     return text if text else "–"
 
 
