@@ -11,6 +11,7 @@ import logging
 import psycopg
 from flask import Flask
 from psycopg_pool import PoolTimeout
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import db, errors, headers, logs, openapi
 from .config import Config
@@ -31,6 +32,9 @@ def create_app(config: Config | None = None) -> Flask:
     # Werkzeug answers 413 from Content-Length before reading, and stops a
     # chunked body as soon as it passes the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    if config.proxy_hops:
+        # The client's address and scheme as the edge saw them (request.remote_addr, logs).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)
     try:
         pool = db.create_pool(config)
     except PoolTimeout:

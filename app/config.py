@@ -44,6 +44,10 @@ class Config:
     # Seconds without any answer on /health/live before the server restarts
     # itself (see `watchdog`); 0 turns the watchdog off.
     watchdog_timeout: float = 30.0
+    # Proxies in front of the API whose X-Forwarded-For/-Proto are trusted:
+    # 0 when clients connect directly (development), 1 behind the edge. A
+    # client could otherwise write its own address into the header.
+    proxy_hops: int = 0
 
     @property
     def threads(self) -> int:
@@ -84,6 +88,7 @@ class Config:
                 _integer(env, "BLOCKING_THREADS", 0, low=1, high=1024) if blocking else None
             ),
             watchdog_timeout=_watchdog(env),
+            proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
         )
 
 

@@ -89,6 +89,8 @@ def _finish_request(response: Response) -> Response:
     logging.getLogger("app.request").info(
         "request",
         extra={
+            # Behind the edge, the address it saw (PROXY_HOPS); otherwise the peer's.
+            "client": request.remote_addr,
             "method": clip(request.method),
             "path": clip(request.path),
             "status": response.status_code,

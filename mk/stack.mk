@@ -5,6 +5,10 @@ COMPOSE ?= docker compose -f compose.yaml -f compose.prod.yaml
 # so that make and Compose use the same directory.
 SECRETS_DIR ?= secrets
 SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password)
+# The edge's certificate and key: your own pair, or a self-signed one for localhost made in
+# SECRETS_DIR when missing. Like SECRETS_DIR, give them in the environment (not only in .env).
+export TLS_CERT_FILE ?= $(SECRETS_DIR)/tls.crt
+export TLS_KEY_FILE ?= $(SECRETS_DIR)/tls.key
 # Image labels from git, unless set in the environment.
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
@@ -23,13 +27,19 @@ $(SECRETS_DIR)/%:
 	@umask 022 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@.tmp && mv $@.tmp $@
 	@echo "created $@"
 
-build: .env $(SECRET_FILES)  ## Build the API image (items-api:local)
+# Both files at once (a grouped target), only when one is missing.
+$(SECRETS_DIR)/tls.crt $(SECRETS_DIR)/tls.key &:
+	@mkdir -p $(SECRETS_DIR) && chmod 0700 $(SECRETS_DIR)
+	@sh tools/self_signed_tls.sh $(SECRETS_DIR)/tls.crt $(SECRETS_DIR)/tls.key
+
+build: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build the images (items-api:local, items-edge:local)
 	$(COMPOSE) build
 
-up: .env $(SECRET_FILES)  ## Build and start the hardened stack, wait until it is healthy
+up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start the hardened stack, wait until it is healthy
 	$(COMPOSE) up --detach --wait --wait-timeout 300
 	@echo
-	@echo "API:      http://$$($(COMPOSE) port flask-api 5000)"
+	@echo "API:      http://$$($(COMPOSE) port edge 8080)"
+	@echo "          https://$$($(COMPOSE) port edge 8443)  (certificate $(TLS_CERT_FILE))"
 	@echo "pgAdmin:  http://$$($(COMPOSE) port pgadmin 8080)"
 	@echo "          login $$($(COMPOSE) exec -T pgadmin printenv PGADMIN_DEFAULT_EMAIL), password in $(SECRETS_DIR)/pgadmin_password;"
 	@echo "          the server 'appdb (postgres)' asks for the password in $(SECRETS_DIR)/postgres_password"
