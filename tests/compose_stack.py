@@ -27,12 +27,16 @@ from pathlib import Path
 from support import unavailable
 from tools.docker_cli import Docker, docker_binary, free_port
 
+ROOT = Path(__file__).resolve().parent.parent
+
 COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml")
-BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:9.18")
+BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:9.18",
+               "nginx:1.30-trixie")
 SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Variables that would make Compose read other files or start other services than the test's.
-FOREIGN_COMPOSE_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES")
+FOREIGN_COMPOSE_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES",
+                            "TLS_CERT_FILE", "TLS_KEY_FILE")
 
 
 def engine() -> Docker:
@@ -65,7 +69,8 @@ def ca_bundle() -> Path | None:
 
 
 def write_secrets(directory: Path) -> dict[str, str]:
-    """A random value per secret file in a new directory (0700); the values, by name."""
+    """A random value per secret file in a new directory (0700), and the edge's self-signed
+    TLS pair (tls.crt, tls.key) made as `make up` makes it; the values, by name."""
     directory.mkdir(mode=0o700)
     values = {}
     for name in SECRET_NAMES:
@@ -73,6 +78,8 @@ def write_secrets(directory: Path) -> dict[str, str]:
         path = directory / name
         path.write_text(values[name] + "\n")
         path.chmod(0o644)  # bind-mounted: read by uids 999, 10001 and 5050
+    subprocess.run(["sh", str(ROOT / "tools" / "self_signed_tls.sh"), str(directory / "tls.crt"),
+                    str(directory / "tls.key")], check=True, capture_output=True)
     return values
 
 
@@ -82,7 +89,9 @@ class Stack:
     project: str
     env_file: Path
     env: dict[str, str]
-    api_url: str
+    api_url: str  # through the edge, plain HTTP
+    api_tls_url: str  # through the edge, HTTPS (https://localhost:<port>, the certificate's name)
+    tls_cert: Path  # the edge's self-signed certificate: verify api_tls_url against it
     pgadmin_url: str
     pgadmin_email: str
     secrets: dict[str, str]
@@ -109,23 +118,25 @@ class Stack:
 
 
 def new_stack(docker: Docker, tmp: Path, *, project: str, label: str, api_port: int | None = None,
-              pgadmin_port: int | None = None) -> Stack:
+              pgadmin_port: int | None = None, tls_port: int | None = None) -> Stack:
     """The stack's settings (nothing started yet): secrets and an empty env file under `tmp`,
     free ports unless given; `label` names the env file and pgAdmin's login."""
     values = write_secrets(tmp / "secrets")
     api_port, pgadmin_port = api_port or free_port(), pgadmin_port or free_port()
+    tls_port = tls_port or free_port()
     email = f"{label}@example.com"
     env_file = tmp / f"{label}.env"
     env_file.write_text("")
     env = {**os.environ, "SECRETS_DIR": str(tmp / "secrets"), "API_PORT": str(api_port),
-           "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email}
+           "API_TLS_PORT": str(tls_port), "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email}
     for name in FOREIGN_COMPOSE_SETTINGS:
         env.pop(name, None)
     bundle = ca_bundle()
     if bundle is not None:
         env["EXTRA_CA_BUNDLE"] = str(bundle)
     return Stack(docker=docker, project=project, env_file=env_file, env=env,
-                 api_url=f"http://127.0.0.1:{api_port}", pgadmin_url=f"http://127.0.0.1:{pgadmin_port}",
+                 api_url=f"http://127.0.0.1:{api_port}", api_tls_url=f"https://localhost:{tls_port}",
+                 tls_cert=tmp / "secrets" / "tls.crt", pgadmin_url=f"http://127.0.0.1:{pgadmin_port}",
                  pgadmin_email=email, secrets=values)
 
 
@@ -137,7 +148,7 @@ def running_stack(stack: Stack) -> Iterator[Stack]:
         started = time.monotonic()
         stack.up()
         print(f"\n[{stack.project}] stack healthy in {time.monotonic() - started:.1f} s "
-              f"(API {stack.api_url}, pgAdmin {stack.pgadmin_url})")
+              f"(API {stack.api_url} and {stack.api_tls_url}, pgAdmin {stack.pgadmin_url})")
         yield stack
     finally:
         stack.down("--volumes")
