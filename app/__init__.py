@@ -13,7 +13,7 @@ from flask import Flask
 from psycopg_pool import PoolTimeout
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import db, errors, headers, logs, openapi
+from . import auth, db, errors, headers, logs, openapi
 from .config import Config
 
 log = logging.getLogger("app")
@@ -52,6 +52,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     logs.init_app(app)  # first: every later hook and error has the request id
     headers.init_app(app)
+    auth.init_app(app, pool, required=config.auth_required)  # before any handler reads the request
     errors.register(app)
     for blueprint in openapi.BLUEPRINTS:  # the routes the document describes
         app.register_blueprint(blueprint)

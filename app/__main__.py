@@ -1,4 +1,4 @@
-"""Command line: ``python -m app serve|migrate|healthcheck``.
+"""Command line: ``python -m app serve|migrate|keys|healthcheck``.
 
 Containers and people run the same commands. A configuration error ends the
 process with exit code 2 and one line naming the variable, never a
@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import psycopg
+
+from . import keyadmin
 from .config import Config, ConfigError
 
 
@@ -18,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve the API with Granian (HOST, PORT, WORKERS...)")
     commands.add_parser("migrate", help="apply pending database migrations")
+    keyadmin.add_parser(commands)
     commands.add_parser("healthcheck", help="exit 0 when the local /health/live answers 200")
     args = parser.parse_args(argv)
 
@@ -47,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"migration failed: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
         return 0
+
+    if args.command == "keys":
+        try:
+            return keyadmin.run(config, args)
+        except psycopg.Error as e:  # the message, not a traceback
+            print(f"keys {args.action} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
 
     from .serve import serve
 

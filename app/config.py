@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import psycopg.conninfo
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+AUTH_MODES = ("required", "off")
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -48,6 +49,9 @@ class Config:
     # 0 when clients connect directly (development), 1 behind the edge. A
     # client could otherwise write its own address into the header.
     proxy_hops: int = 0
+    # `required`: every /items endpoint needs an API key (app/auth.py). `off`
+    # is for local experiments only; the verifier refuses it in production.
+    auth_required: bool = True
 
     @property
     def threads(self) -> int:
@@ -89,6 +93,7 @@ class Config:
             ),
             watchdog_timeout=_watchdog(env),
             proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
+            auth_required=_auth(env),
         )
 
 
@@ -136,6 +141,13 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, got {value}")
     return value
+
+
+def _auth(env: Mapping[str, str]) -> bool:
+    value = env.get("API_AUTH", "required").strip().lower() or "required"
+    if value not in AUTH_MODES:
+        raise ConfigError(f"API_AUTH must be one of {', '.join(AUTH_MODES)}, got {value!r}")
+    return value == "required"
 
 
 def _watchdog(env: Mapping[str, str]) -> float:

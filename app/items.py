@@ -116,6 +116,7 @@ def _name_taken(e: psycopg.errors.UniqueViolation) -> Response:
 @bp.get("/items")
 @spec.Operation(
     "List items, a page at a time",
+    scope="read",
     query=ListQuery,
     replies={
         200: spec.Reply(
@@ -150,6 +151,7 @@ def list_items() -> Response:
 @bp.post("/items")
 @spec.Operation(
     "Create an item",
+    scope="write",
     body=ItemIn,
     replies={201: _item_reply("Created.", Location=spec.Header("`/items/<id>` of the new item."))},
     problems=(400, 409, 411, 413, 415, 422, 503),
@@ -166,6 +168,7 @@ def create_item() -> Response:
 @bp.get("/items/<item_id>")
 @spec.Operation(
     "Get an item",
+    scope="read",
     parameters=(ITEM_ID, IF_NONE_MATCH),
     replies={
         200: _item_reply("The item."),
@@ -191,6 +194,7 @@ def get_item(item_id: str) -> Response:
 @bp.put("/items/<item_id>")
 @spec.Operation(
     "Replace an item (omitted optional fields go back to their defaults)",
+    scope="write",
     parameters=(ITEM_ID, IF_MATCH),
     body=ItemIn,
     replies={200: _item_reply("The replaced item.")},
@@ -209,6 +213,7 @@ def replace_item(item_id: str) -> Response:
 @bp.patch("/items/<item_id>")
 @spec.Operation(
     "Change some fields of an item (JSON Merge Patch, RFC 7396)",
+    scope="write",
     parameters=(ITEM_ID, IF_MATCH),
     body=ItemPatch,
     media_types=payload.PATCH_TYPES,
@@ -238,6 +243,7 @@ def patch_item(item_id: str) -> Response:
 @bp.delete("/items/<item_id>")
 @spec.Operation(
     "Delete an item",
+    scope="write",
     parameters=(ITEM_ID, IF_MATCH),
     replies={204: spec.Reply("Deleted.")},
     problems=(404, 412, 503),

@@ -42,6 +42,19 @@ INFO = {
 }
 
 
+# API keys (app/auth.py), as a client sends them.
+BEARER = "apiKey"
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "itm_<12 hex digits>_<43 characters>",
+    "description": (
+        "An API key, created by an operator (`python -m app keys create`; `make key` in the stack)."
+        " Its scope is `read` (GET and HEAD) or `write` (every method; write includes read)."
+    ),
+}
+
+
 @bp.get("/openapi.json")
 @spec.Operation(
     "This document",
@@ -69,6 +82,7 @@ def document() -> dict[str, Any]:
         "info": INFO,
         "paths": paths,
         "components": {
+            "securitySchemes": {BEARER: SECURITY_SCHEME},
             "schemas": _schemas([operation for _, _, operation in routes]),
             "headers": {h.component: _header(h, shared=False) for h in spec.SHARED_HEADERS},
             "parameters": {
@@ -95,8 +109,11 @@ def _routes() -> Iterator[tuple[str, str, spec.Operation]]:
 
 def _operation(operation: spec.Operation) -> dict[str, Any]:
     responses = {str(status): _response(reply) for status, reply in operation.replies.items()}
-    for status in operation.problems:
+    problems = sorted({*operation.problems, *_auth_problems(operation.scope)})
+    for status in problems:
         headers = {"Retry-After": spec.RETRY_AFTER} if status == 503 else {}
+        if status in (401, 403):
+            headers = {"WWW-Authenticate": spec.WWW_AUTHENTICATE}
         if status == 415 and len(operation.media_types) > 1:  # PATCH: it takes more than JSON
             headers = {"Accept-Patch": spec.ACCEPT_PATCH}
         problem = spec.Reply(spec.PROBLEMS[status], ProblemDocument, headers)
@@ -111,12 +128,20 @@ def _operation(operation: spec.Operation) -> dict[str, Any]:
         "responses": responses,
         "parameters": [_parameter(p) for p in parameters],
     }
+    if operation.scope:
+        # Role names under an http scheme (OpenAPI 3.1): the key's scope this needs.
+        rendered["security"] = [{BEARER: [operation.scope]}]
     if operation.body:
         rendered["requestBody"] = {
             "required": True,
             "content": {t: _content(operation.body) for t in operation.media_types},
         }
     return rendered
+
+
+def _auth_problems(scope: str | None) -> tuple[int, ...]:
+    """401 wherever a key is needed; 403 only where a valid key may lack the scope (writes)."""
+    return {None: (), "read": (401,), "write": (401, 403)}[scope]
 
 
 def _response(reply: spec.Reply, media_type: str = "application/json") -> dict[str, Any]:
@@ -187,7 +212,7 @@ def _schemas(operations: list[spec.Operation]) -> dict[str, Any]:
         for reply in operation.replies.values():
             if isinstance(reply.body, type):
                 models[reply.body, "serialization"] = None
-        if operation.problems:
+        if operation.problems or operation.scope:
             models[ProblemDocument, "serialization"] = None
     _, defs = models_json_schema(list(models), ref_template="{model}")
     titles = {key: schema.get("title", key) for key, schema in defs["$defs"].items()}

@@ -68,7 +68,12 @@ CACHE_CONTROL = Header(
 ETAG = Header('The item\'s strong ETag, `"<version>"`.', component="ETag")
 RETRY_AFTER = Header("Seconds to wait before retrying.", "integer", component="RetryAfter")
 ACCEPT_PATCH = Header("The media types PATCH takes.", component="AcceptPatch")
-SHARED_HEADERS = (REQUEST_ID, NOSNIFF, CACHE_CONTROL, ETAG, RETRY_AFTER, ACCEPT_PATCH)
+WWW_AUTHENTICATE = Header(
+    'The bearer challenge (RFC 6750): `Bearer realm="items"`, with `error="invalid_token"` when a'
+    ' key was sent, or `error="insufficient_scope", scope="write"` on a 403.',
+    component="WwwAuthenticate",
+)
+SHARED_HEADERS = (REQUEST_ID, NOSNIFF, CACHE_CONTROL, ETAG, RETRY_AFTER, ACCEPT_PATCH, WWW_AUTHENTICATE)
 EVERY_RESPONSE = {"X-Request-ID": REQUEST_ID, "X-Content-Type-Options": NOSNIFF, "Cache-Control": CACHE_CONTROL}
 
 REQUEST_ID_PARAMETER = Parameter(
@@ -82,6 +87,8 @@ REQUEST_ID_PARAMETER = Parameter(
 # always a `ProblemDocument`.
 PROBLEMS = {
     400: "The query string or the JSON body is malformed.",
+    401: "No API key, another scheme, or a key that is malformed, unknown, expired or revoked.",
+    403: "The API key is valid but its scope does not allow this (a `read` key on a write).",
     404: "No item has this id (an id that is not a positive bigint included).",
     409: "Another item already has this name.",
     412: "If-Match does not match the item's current ETag; nothing changed.",
@@ -97,7 +104,10 @@ PROBLEMS = {
 class Operation:
     """The OpenAPI operation of one handler; used as its decorator.
 
-    ``@Operation("Create an item", body=ItemIn, replies={201: ...}, problems=(400, ...))``
+    ``@Operation("Create an item", body=ItemIn, replies={201: ...}, problems=(400, ...), scope="write")``
+
+    A route with a scope also answers 401 and 403 (`auth` raises them); the
+    document adds both.
     """
 
     summary: str
@@ -107,8 +117,12 @@ class Operation:
     media_types: tuple[str, ...] = JSON_TYPES
     query: type[BaseModel] | None = None
     parameters: tuple[Parameter, ...] = ()
+    # The API key scope the route needs (`read` or `write`); None: public.
+    scope: str | None = None
 
     def __post_init__(self) -> None:
+        if self.scope not in (None, "read", "write"):
+            raise ValueError(f"{self.summary!r}: unknown scope {self.scope!r}")
         unknown = set(self.problems) - PROBLEMS.keys()
         if unknown:
             raise ValueError(f"{self.summary!r}: no description for problem statuses {sorted(unknown)}")

@@ -63,7 +63,8 @@ def bare_env(**overrides: str) -> dict[str, str]:
     """This process's environment without any of the app's settings, then `overrides`."""
     env = {k: v for k, v in os.environ.items() if k not in (
         "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
-        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT")}
+        "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT",
+        "PROXY_HOPS", "API_AUTH")}
     env.update(overrides)
     return env
 
@@ -121,11 +122,14 @@ class RemoteServer:
 
 
 class Api(requests.Session):
-    """A requests session whose paths are relative to the server."""
+    """A requests session whose paths are relative to the server, sending `key` (an API key)
+    on every request when one is given."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, key: str | None = None):
         super().__init__()
         self.base = base
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", 30)

@@ -4,7 +4,9 @@ The session starts a throwaway cluster (unless TEST_DATABASE_URL names one),
 migrates it with ``python -m app migrate``, and serves the app with
 ``python -m app serve`` (Granian) on a free port; or, when TEST_API_URL is
 set, uses the API running there (the container suites run these tests against
-their stack that way). Tests talk to it with `requests`, as any client would.
+their stack that way). Tests talk to it with `requests`, as any client would,
+with a `write` API key: made with ``python -m app keys create`` for the local
+server, or given as TEST_API_KEY with TEST_API_URL.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,9 +49,27 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def api_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A `write` key for the server under test, made the way an operator makes one."""
+    if os.environ.get("TEST_API_URL"):
+        if not os.environ.get("TEST_API_KEY"):
+            pytest.fail("TEST_API_URL is set without TEST_API_KEY (a write key of that server)")
+        return os.environ["TEST_API_KEY"]
+    return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp("key"), "write")
+
+
+def create_key(database: Database, tmp: Path, scope: str, *extra: str) -> str:
+    """A new key of `scope` (a unique name), from ``python -m app keys create``'s stdout."""
+    name = f"tests-{scope}-{uuid.uuid4().hex[:8]}"
+    result = run_cli("keys", "create", "--name", name, "--scope", scope, *extra, env=database.env(tmp))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 @pytest.fixture
-def api(server: Server) -> Iterator[Api]:
-    with Api(server.url) as session:
+def api(server: Server, api_key: str) -> Iterator[Api]:
+    with Api(server.url, api_key) as session:
         yield session
 
 

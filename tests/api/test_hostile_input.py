@@ -357,10 +357,10 @@ def _padded_item(unique: str, size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
-def test_a_declared_body_over_the_limit_is_413(server, unique, unchanged):
+def test_a_declared_body_over_the_limit_is_413(server, api_key, unique, unchanged):
     body = _padded_item(unique, 2 * MIB)
     request = (
-        f"POST /items HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\n"
+        f"POST /items HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\nAuthorization: Bearer {api_key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
@@ -389,10 +389,10 @@ def test_a_declared_body_over_the_limit_is_413_with_requests(api, unique, unchan
     assert_problem(post_oversized(api, _padded_item(unique, 2 * MIB), chunked=False), 413)
 
 
-def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server, unique, unchanged):
+def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server, api_key, unique, unchanged):
     # Only the headers go out: the answer must come without waiting for 2 MiB.
     request = (
-        f"POST /items HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\n"
+        f"POST /items HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\nAuthorization: Bearer {api_key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {2 * MIB}\r\nConnection: close\r\n\r\n"
     ).encode()
     started = time.monotonic()
@@ -669,22 +669,22 @@ def _half_close(server, request: bytes) -> bytes:
         return received
 
 
-def _post_head(server, unique: str, **headers: str) -> bytes:
-    lines = [f"POST /items HTTP/1.1", f"Host: {urlsplit(server.url).netloc}",
+def _post_head(server, key: str, **headers: str) -> bytes:
+    lines = [f"POST /items HTTP/1.1", f"Host: {urlsplit(server.url).netloc}", f"Authorization: Bearer {key}",
              "Content-Type: application/json", *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(server, unique, unchanged):
+def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(server, api_key, unique, unchanged):
     body = item_json(unique).encode()
-    received = _half_close(server, _post_head(server, unique, Content_Length=str(len(body) + 50)) + body)
+    received = _half_close(server, _post_head(server, api_key, Content_Length=str(len(body) + 50)) + body)
     assert "Content-Length" in assert_raw_problem(received, 400)["detail"]
 
 
-def test_a_chunked_body_without_its_last_chunk_stores_nothing(server, unique, unchanged):
+def test_a_chunked_body_without_its_last_chunk_stores_nothing(server, api_key, unique, unchanged):
     body = item_json(unique).encode()
     chunk = b"%x\r\n%s\r\n" % (len(body), body)  # a whole item, but no terminating 0-chunk
-    received = _half_close(server, _post_head(server, unique, Transfer_Encoding="chunked") + chunk)
+    received = _half_close(server, _post_head(server, api_key, Transfer_Encoding="chunked") + chunk)
     assert_raw_problem(received, 411)
 
 

@@ -279,7 +279,7 @@ def test_delete_with_stale_if_match_is_412_and_keeps_the_item(api):
 # --- Concurrency ---------------------------------------------------------------
 
 
-def test_two_writers_with_the_same_etag_exactly_one_wins(api, server):
+def test_two_writers_with_the_same_etag_exactly_one_wins(api, server, api_key):
     for _ in range(10):
         item = api.create()
         barrier = threading.Barrier(2)
@@ -288,7 +288,7 @@ def test_two_writers_with_the_same_etag_exactly_one_wins(api, server):
         def write(quantity: int) -> None:
             from support import Api
 
-            with Api(server.url) as session:
+            with Api(server.url, api_key) as session:
                 barrier.wait()
                 response = session.patch(f"/items/{item['id']}", json={"quantity": quantity},
                                          headers={"If-Match": '"1"'})

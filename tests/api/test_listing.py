@@ -98,8 +98,9 @@ def walk(api, params: dict[str, Any], *, pause: float = 0.0, check_links: bool =
 
 
 @pytest.fixture(scope="module")
-def session(server):
+def session(server, api_key):
     with requests.Session() as s:
+        s.headers["Authorization"] = f"Bearer {api_key}"
         yield s
 
 
@@ -473,6 +474,7 @@ def test_walking_while_other_items_are_inserted_and_deleted_sees_every_stable_it
         rng = random.Random(3)
         alive: list[int] = []
         with requests.Session() as s:
+            s.headers["Authorization"] = api.headers["Authorization"]
             while not stop.is_set() and operations < 200:
                 operations += 1
                 if alive and rng.random() < 0.45:

@@ -11,6 +11,8 @@ import pytest
 from support import ROOT, Database, run_cli
 from pgcluster import Cluster
 
+from app.migrate import available
+
 
 @pytest.fixture
 def fresh(tmp_path) -> Iterator[tuple[Cluster, dict[str, str]]]:
@@ -22,6 +24,10 @@ def fresh(tmp_path) -> Iterator[tuple[Cluster, dict[str, str]]]:
         cluster.destroy()
 
 
+# The versions of the files in app/migrations, in order.
+EVERY_VERSION = [m.version for m in available()]
+
+
 def applied(cluster: Cluster) -> list[str]:
     return cluster.psql("SELECT version FROM app.schema_migrations ORDER BY version").split()
 
@@ -30,8 +36,10 @@ def test_migrate_creates_the_schema_on_an_untouched_database(fresh):
     cluster, env = fresh
     result = run_cli("migrate", env=env)
     assert result.returncode == 0, result.stderr
-    assert applied(cluster) == ["0001"]
-    assert cluster.psql("SELECT to_regclass('app.items') IS NOT NULL").strip() == "t"
+    assert applied(cluster) == EVERY_VERSION
+    assert EVERY_VERSION[:2] == ["0001", "0002"]
+    for table in ("items", "cursor_key", "api_keys"):
+        assert cluster.psql(f"SELECT to_regclass('app.{table}') IS NOT NULL").strip() == "t", table
 
 
 def test_migrate_twice_applies_nothing_the_second_time(fresh):
@@ -40,7 +48,7 @@ def test_migrate_twice_applies_nothing_the_second_time(fresh):
     second = run_cli("migrate", env=env)
     assert second.returncode == 0
     assert '"applied": 0' in second.stdout
-    assert applied(cluster) == ["0001"]
+    assert applied(cluster) == EVERY_VERSION
 
 
 def test_concurrent_migrations_take_turns_under_the_advisory_lock(fresh):
@@ -53,7 +61,7 @@ def test_concurrent_migrations_take_turns_under_the_advisory_lock(fresh):
     results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in processes]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results
     assert sum('"migration.applied"' in out for _, out, _ in results) == 1
-    assert applied(cluster) == ["0001"]
+    assert applied(cluster) == EVERY_VERSION
 
 
 def test_an_edited_migration_is_reported_not_ignored(fresh):

@@ -9,6 +9,7 @@ legitimate, and why.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_served_openapi_document_holds_under_generated_requests(server, tmp_path):
+def test_served_openapi_document_holds_under_generated_requests(server, api_key, tmp_path):
     seed = random.randrange(2**32)
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     result = subprocess.run(
@@ -34,6 +35,7 @@ def test_served_openapi_document_holds_under_generated_requests(server, tmp_path
             "--report", "junit", "--report-dir", str(tmp_path),
         ],
         cwd=ROOT,
+        env={**os.environ, "API_KEY": api_key},  # schemathesis.toml sends it as the bearer key
         capture_output=True,
         text=True,
         timeout=600,

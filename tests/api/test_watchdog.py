@@ -43,8 +43,9 @@ def test_a_wedged_worker_makes_the_server_exit_for_a_restart(watched):
     assert "server.wedged" in events
 
 
-def test_a_busy_but_answering_server_is_left_alone(watched):
+def test_a_busy_but_answering_server_is_left_alone(watched, api_key):
     deadline = time.monotonic() + TIMEOUT * 2
+    auth = {"Authorization": f"Bearer {api_key}"}
     while time.monotonic() < deadline:
-        assert requests.get(watched.url + "/items", params={"limit": 5}, timeout=5).status_code == 200
+        assert requests.get(watched.url + "/items", params={"limit": 5}, headers=auth, timeout=5).status_code == 200
     assert watched.process.poll() is None
