@@ -79,6 +79,11 @@ class Cluster:
             args += ["-v", f"{name}={value}"]
         return self._run("psql", *args, input=script).stdout
 
+    def pg_dump(self, *args: str, database: str = DATABASE) -> str:
+        """pg_dump's output, as the superuser over the socket (`args`: what to dump)."""
+        return self._run("pg_dump", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres",
+                         *args, database).stdout
+
     @property
     def url(self) -> str:
         """The application's URL, without the password (that goes in a file)."""
