@@ -59,6 +59,16 @@ def api_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp("key"), "write")
 
 
+@pytest.fixture(scope="session")
+def read_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A `read` key for the server under test (TEST_API_READ_KEY with TEST_API_URL)."""
+    if os.environ.get("TEST_API_URL"):
+        if not os.environ.get("TEST_API_READ_KEY"):
+            pytest.skip("TEST_API_URL is set without TEST_API_READ_KEY")
+        return os.environ["TEST_API_READ_KEY"]
+    return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp("read"), "read")
+
+
 def create_key(database: Database, tmp: Path, scope: str, *extra: str) -> str:
     """A new key of `scope` (a unique name), from ``python -m app keys create``'s stdout."""
     name = f"tests-{scope}-{uuid.uuid4().hex[:8]}"

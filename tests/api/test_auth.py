@@ -18,11 +18,6 @@ T = 10
 INVALID = 'Bearer realm="items", error="invalid_token"'
 
 
-@pytest.fixture(scope="module")
-def read_key(migrated: Database, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return create_key(migrated, tmp_path_factory.mktemp("read"), "read")
-
-
 @pytest.fixture
 def anonymous(server: Server) -> Iterator[Api]:
     with Api(server.url) as session:

@@ -133,7 +133,7 @@ def test_every_documented_list_parameter_is_read_and_no_other_is_accepted(api, d
     assert other.status_code == 400 and _fields(other) == {"undocumented"}, other.text
 
 
-def _exchanges(api, unique: str) -> list[tuple[str, str, requests.Response]]:
+def _exchanges(api, read_key, unique: str) -> list[tuple[str, str, requests.Response]]:
     """(method, path template, answer) for requests that provoke every answer of every operation
     but the 503s (a stopped database: test_outage.py)."""
     json_headers = {"Content-Type": "application/json"}
@@ -165,22 +165,42 @@ def _exchanges(api, unique: str) -> list[tuple[str, str, requests.Response]]:
         ("PATCH", "/items/0", {"json": {"quantity": 5}}),
         ("PATCH", path, {"json": {"quantity": 5}}),
         ("DELETE", path, {"headers": stale}), ("DELETE", path, {}), ("DELETE", path, {}),
+        ("GET", "/items", {"headers": {"Authorization": None}}),
+        ("GET", path, {"headers": {"Authorization": "Bearer itm_unknown"}}),
+        ("POST", "/items", {"json": {"name": f"openapi-{unique}-read", "price": 1},
+                            "headers": {"Authorization": f"Bearer {read_key}"}}),
+        ("DELETE", path, {"headers": {"Authorization": f"Bearer {read_key}"}}),
     ]
     return [(method, "/items/{item_id}" if url.startswith("/items/") else url, _send(api, method, url, kwargs))
             for method, url, kwargs in requests_]
 
 
-def test_every_status_the_app_answers_is_documented_with_its_media_type(api, document, unique):
-    exchanges = _exchanges(api, unique)
+def test_every_status_the_app_answers_is_documented_with_its_media_type(api, read_key, document, unique):
+    exchanges = _exchanges(api, read_key, unique)
     found = [problem for method, path, response in exchanges
              for problem in undocumented(document, method, path, response)]
     assert not found, "\n".join(found)
     # The requests did provoke what they are for: every documented answer of /items but 503.
     provoked = {response.status_code for _, path, response in exchanges if path.startswith("/items")}
-    assert provoked == {200, 201, 204, 304, 400, 404, 409, 412, 413, 415, 422}, sorted(provoked)
+    assert provoked == {200, 201, 204, 304, 400, 401, 403, 404, 409, 412, 413, 415, 422}, sorted(provoked)
 
 
-def test_every_header_the_app_answers_with_is_documented(api, document, unique):
-    found = [problem for method, path, response in _exchanges(api, unique)
+def test_every_header_the_app_answers_with_is_documented(api, read_key, document, unique):
+    found = [problem for method, path, response in _exchanges(api, read_key, unique)
              for problem in undocumented_headers(document, method, path, response)]
     assert not found, "\n".join(found)
+
+
+def test_each_items_operation_declares_the_key_scope_it_needs(document):
+    scheme = document["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    needs = {(path, method): op.get("security") for path, ops in document["paths"].items()
+             for method, op in ops.items()}
+    for (path, method), security in needs.items():
+        if not path.startswith("/items"):
+            assert security is None, f"{method} {path} is public"
+            continue
+        scope = "read" if method == "get" else "write"
+        assert security == [{"apiKey": [scope]}], (method, path)
+        responses = document["paths"][path][method]["responses"]
+        assert "401" in responses and ("403" in responses) == (scope == "write"), (method, path)
