@@ -13,7 +13,7 @@ export TLS_KEY_FILE ?= $(SECRETS_DIR)/tls.key
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 
-.PHONY: up down logs psql verify verify-docs build
+.PHONY: up down logs psql verify verify-docs build key keys revoke-key
 
 .env:
 	cp .env.example $@
@@ -43,6 +43,23 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo "pgAdmin:  http://$$($(COMPOSE) port pgadmin 8080)"
 	@echo "          login $$($(COMPOSE) exec -T pgadmin printenv PGADMIN_DEFAULT_EMAIL), password in $(SECRETS_DIR)/pgadmin_password;"
 	@echo "          the server 'appdb (postgres)' asks for the password in $(SECRETS_DIR)/postgres_password"
+	@echo
+	@echo "Every /items call needs an API key. Create one (it is shown once):"
+	@echo '  KEY=$$(make -s key NAME=me SCOPE=write)'
+	@echo '  curl -H "Authorization: Bearer $$KEY" http://localhost:$(or $(API_PORT),5000)/items'
+
+# API keys, made inside the running API container: the key is printed once, alone on stdout,
+# so `KEY=$$(make -s key NAME=ci SCOPE=read)` captures it without it reaching any history.
+key:  ## Create an API key in the running stack: make key NAME=... SCOPE=read|write [DAYS=...]
+	@if [ -z "$(NAME)" ] || [ -z "$(SCOPE)" ]; then echo "usage: make key NAME=... SCOPE=read|write [DAYS=...]" >&2; exit 2; fi
+	@$(COMPOSE) exec -T flask-api python -m app keys create --name "$(NAME)" --scope "$(SCOPE)" $(if $(DAYS),--expires-in "$(DAYS)")
+
+keys:  ## List the stack's API keys (names, scopes, dates; never a secret)
+	@$(COMPOSE) exec -T flask-api python -m app keys list
+
+revoke-key:  ## Revoke an API key by name: make revoke-key NAME=...
+	@if [ -z "$(NAME)" ]; then echo "usage: make revoke-key NAME=..." >&2; exit 2; fi
+	@$(COMPOSE) exec -T flask-api python -m app keys revoke "$(NAME)"
 
 down:  ## Stop and remove the stack's containers (data volumes are kept)
 	$(COMPOSE) down
