@@ -13,7 +13,7 @@ from flask import Flask
 from psycopg_pool import PoolTimeout
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, db, errors, headers, logs, openapi
+from . import auth, db, docs, errors, headers, logs, openapi
 from .config import Config
 
 log = logging.getLogger("app")
@@ -56,5 +56,6 @@ def create_app(config: Config | None = None) -> Flask:
     errors.register(app)
     for blueprint in openapi.BLUEPRINTS:  # the routes the document describes
         app.register_blueprint(blueprint)
+    docs.init_app(app, enabled=config.docs_enabled)  # the page that renders the document
     log.info("app ready", extra={"event": "app.ready", "database": config.conninfo})
     return app

@@ -52,6 +52,8 @@ class Config:
     # `required`: every /items endpoint needs an API key (app/auth.py). `off`
     # is for local experiments only; the verifier refuses it in production.
     auth_required: bool = True
+    # Whether /docs (Swagger UI, app/docs.py) is served: API_DOCS=on|off.
+    docs_enabled: bool = True
 
     @property
     def threads(self) -> int:
@@ -94,6 +96,7 @@ class Config:
             watchdog_timeout=_watchdog(env),
             proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
             auth_required=_auth(env),
+            docs_enabled=_switch(env, "API_DOCS", True),
         )
 
 
@@ -141,6 +144,15 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, got {value}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, got {value!r}")
+    return value == "on"
 
 
 def _auth(env: Mapping[str, str]) -> bool:

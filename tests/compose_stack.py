@@ -100,6 +100,9 @@ class Stack:
     pgadmin_url: str
     pgadmin_email: str
     secrets: dict[str, str]
+    # API keys the tests use (made by `running_stack` once the stack is up, as `make key` does).
+    api_key: str = ""
+    read_key: str = ""
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         files = [a for f in COMPOSE_FILES for a in ("-f", f)]
@@ -115,6 +118,11 @@ class Stack:
 
     def down(self, *args: str) -> None:
         self.compose("down", "--remove-orphans", *args, timeout=180)
+
+    def create_key(self, name: str, scope: str) -> str:
+        """A new API key, made inside the API container (`make key`): only its stdout holds it."""
+        return self.compose("exec", "-T", "flask-api", "python", "-m", "app", "keys", "create",
+                            "--name", name, "--scope", scope).stdout.strip()
 
     def container(self, service: str) -> str:
         cid = self.compose("ps", "--quiet", service).stdout.strip()
@@ -153,6 +161,7 @@ def running_stack(stack: Stack) -> Iterator[Stack]:
     try:
         started = time.monotonic()
         stack.up()
+        stack.api_key, stack.read_key = stack.create_key("tests", "write"), stack.create_key("tests-read", "read")
         print(f"\n[{stack.project}] stack healthy in {time.monotonic() - started:.1f} s "
               f"(API {stack.api_url} and {stack.api_tls_url}, pgAdmin {stack.pgadmin_url})")
         yield stack

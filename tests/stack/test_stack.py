@@ -51,7 +51,8 @@ def test_api_contract_through_the_edge(stack, scheme: str) -> None:
     url = stack.api_tls_url if scheme == "https" else stack.api_url
     r = subprocess.run(
         [sys.executable, "-m", "pytest", *CONTRACT_TESTS, "-q", "-p", "no:cacheprovider", "-rs"],
-        cwd=ROOT, env={**os.environ, "TEST_API_URL": url, "REQUESTS_CA_BUNDLE": str(stack.tls_cert)},
+        cwd=ROOT, env={**os.environ, "TEST_API_URL": url, "REQUESTS_CA_BUNDLE": str(stack.tls_cert),
+                       "TEST_API_KEY": stack.api_key, "TEST_API_READ_KEY": stack.read_key},
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
