@@ -104,21 +104,32 @@ def test_a_chunked_body_reaches_the_api_whole(stack) -> None:
     alone refuses them with 411: its server cannot tell a cut body from a whole one)."""
     name = f"chunked-{uuid.uuid4().hex[:8]}"
     parts = [b'{"name": "', name.encode(), b'", "price": 2.5, "quantity": 4}']
-    r = requests.post(stack.api_url + "/items", data=iter(parts),
-                      headers={"Content-Type": "application/json"}, timeout=10)
+    r = requests.post(stack.api_url + "/items", data=iter(parts), timeout=10,
+                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {stack.api_key}"})
     assert r.status_code == 201, r.text
     assert r.json()["name"] == name and r.json()["quantity"] == 4
 
 
 def test_edge_and_api_log_the_same_request_id(stack) -> None:
     request_id = f"trace-{uuid.uuid4().hex}"
-    r = requests.get(stack.api_url + "/items", params={"limit": 1}, headers={"X-Request-ID": request_id},
-                     timeout=5)
+    r = requests.get(stack.api_url + "/items", params={"limit": 1}, timeout=5,
+                     headers={"X-Request-ID": request_id, "Authorization": f"Bearer {stack.read_key}"})
     assert r.headers["X-Request-ID"] == request_id
     edge = [e for e in edge_logs(stack, "edge") if e.get("request_id") == request_id]
     api = [e for e in edge_logs(stack, "flask-api") if e.get("request_id") == request_id]
     assert len(edge) == 1 and edge[0]["status"] == 200 and edge[0]["request"].startswith("GET /items?limit=1 ")
     assert len(api) == 1 and api[0]["path"] == "/items" and api[0]["status"] == 200
+
+
+def test_the_edge_passes_the_key_on_and_never_logs_it(stack) -> None:
+    request_id = f"key-{uuid.uuid4().hex}"
+    r = requests.get(stack.api_tls_url + "/items", params={"limit": 1}, verify=str(stack.tls_cert), timeout=5,
+                     headers={"X-Request-ID": request_id, "Authorization": f"Bearer {stack.read_key}"})
+    assert r.status_code == 200
+    unauthorized = requests.get(stack.api_url + "/items", timeout=5)
+    assert unauthorized.status_code == 401 and unauthorized.headers["WWW-Authenticate"] == 'Bearer realm="items"'
+    logs = stack.compose("logs", "--no-color", "edge", "flask-api").stdout
+    assert request_id in logs and stack.read_key not in logs and stack.api_key not in logs
 
 
 def test_a_malformed_request_id_is_replaced_at_the_edge(stack) -> None:

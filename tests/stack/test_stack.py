@@ -98,10 +98,10 @@ def test_containers_run_as_non_root_on_read_only_roots_with_limits(stack) -> Non
 
 
 def test_no_secret_in_any_environment_or_image_history(stack) -> None:
-    # The passwords, and the body of the edge's TLS key (its base64 lines).
+    # The passwords, the body of the edge's TLS key (its base64 lines) and the API keys.
     key_lines = [line for line in (stack.tls_cert.parent / "tls.key").read_text().splitlines()
                  if line and not line.startswith("-----")]
-    values = [*stack.secrets.values(), *key_lines]
+    values = [*stack.secrets.values(), *key_lines, stack.api_key, stack.read_key]
     for service in USERS:
         c = stack.docker.inspect(stack.container(service))
         env = "\n".join(c["Config"]["Env"])
@@ -169,11 +169,13 @@ def test_pgadmin_shows_appdb_in_a_real_browser(stack) -> None:
 def test_data_survives_down_and_up(stack) -> None:
     name = f"persist-{uuid.uuid4().hex[:12]}"
     r = requests.post(stack.api_url + "/items", json={"name": name, "price": 12.5, "quantity": 3},
+                      headers={"Authorization": f"Bearer {stack.api_key}"},
                       timeout=5)
     assert r.status_code == 201, r.text
     location = r.headers["Location"]
     stack.down()  # no --volumes
     stack.up()
-    r = requests.get(requests.compat.urljoin(stack.api_url, location), timeout=5)
+    r = requests.get(requests.compat.urljoin(stack.api_url, location), timeout=5,
+                     headers={"Authorization": f"Bearer {stack.api_key}"})
     assert r.status_code == 200, r.text
     assert (r.json()["name"], r.json()["price"], r.json()["quantity"]) == (name, 12.5, 3)
