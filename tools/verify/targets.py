@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from .model import API, PROXY, CannotRun, NotHere
+from .model import API, EDGE, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
 
 TOP_ARGS = "-o uid,pid,args"  # `docker top` runs ps on the host, so distroless images need no ps
@@ -267,10 +267,10 @@ class SwarmTarget(Target):
         return (gw.get("Options") or {}).get(HOST_BINDING) or "0.0.0.0"
 
     def address(self) -> tuple[str, int] | None:
-        """The service's published port, or for the API the proxy's (its entry point)."""
+        """The service's published port, or for the API the edge's (its entry point)."""
         t = self
-        if not t.endpoint_ports() and self.service == API and PROXY in self.stack:
-            t = self.stack[PROXY]
+        if not t.endpoint_ports() and self.service == API and EDGE in self.stack:
+            t = self.stack[EDGE]
         ports = [p for p in t.endpoint_ports()
                  if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
         if not ports:
