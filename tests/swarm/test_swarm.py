@@ -138,7 +138,10 @@ def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     secrets_dir = tmp / "secrets"
     write_secrets(secrets_dir)
     env_file = tmp / "e2e.env"  # our own: a user's .env must not change the stack under test
-    env_file.write_text("")
+    # Every request here comes from one address, faster than a client's rate limit allows; the
+    # limits themselves are tested with the Compose stack (tests/reliability).
+    env_file.write_text("EDGE_READ_RATE=5000\nEDGE_READ_BURST=5000\nEDGE_WRITE_RATE=5000\n"
+                        "EDGE_WRITE_BURST=5000\n")
     api_port, api_tls_port, pgadmin_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DOCKER": docker.binary, "SECRETS_DIR": str(secrets_dir),
            "SWARM_API_PORT": str(api_port), "SWARM_API_TLS_PORT": str(api_tls_port),
@@ -248,6 +251,25 @@ def request(url: str, method: str = "GET", body: dict | None = None, headers: di
         return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(raw) if raw else None
     finally:
         c.close()
+
+
+def passed_on(stack: SwarmStack, since: float) -> list[str]:
+    """The requests since `since` (epoch seconds) that the edge sent to more than one task.
+
+    Its access log lists every upstream address a request tried, comma-separated.
+    """
+    logs = stack.docker("service", "logs", "--no-trunc", "--since", str(int(since)),
+                        f"{stack.name}_{EDGE}").stdout
+    found = []
+    for line in logs.splitlines():
+        try:
+            record = json.loads(line.partition("|")[2])
+        except ValueError:
+            continue
+        if "," in record.get("upstream", ""):
+            request = record["request"].split(" HTTP/")[0]
+            found.append(f"{request}: {record['upstream_status']} -> {record['status']}")
+    return found
 
 
 def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 30) -> dict[str, str]:
@@ -370,6 +392,7 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
     victim = before[0]
     container = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])
     pid = container["State"]["Pid"]
+    since = time.time()
     with Load(swarm.api_port, "/health") as load:
         time.sleep(2)
         os.kill(pid, 9)
@@ -387,8 +410,9 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
             time.sleep(0.5)
         replaced_in = time.monotonic() - killed_at
         time.sleep(3)
+    retried = passed_on(swarm, since)
     print(f"\n[e2e] task replaced in {replaced_in:.1f} s; {load.ok} requests answered, "
-          f"{len(load.failures)} failed")
+          f"{len(load.failures)} failed, {len(retried)} passed on to another task by the edge {retried}")
     assert load.failures == [], load.failures
     assert load.ok > 20
     state = swarm.docker.inspect(victim["ID"])["Status"]
@@ -427,13 +451,16 @@ def test_rolling_update_under_load(swarm) -> None:
     old = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     new_ref = swarm.derived_image(f"e2e-next-{uuid.uuid4().hex[:8]}")
     new_id = swarm.image_id(new_ref)
+    since = time.time()
     with Load(swarm.api_port, "/health", writers=1) as load:
         started = time.monotonic()
         r = swarm.tool("update", "--image", new_ref)
         took = time.monotonic() - started
         time.sleep(1)
+    retried = passed_on(swarm, since)
     print(f"\n[e2e] rolling update {old} -> {new_ref} in {took:.1f} s under {load.ok} GETs and "
-          f"{load.writes} POSTs, {len(load.failures)} failed")
+          f"{load.writes} POSTs, {len(load.failures)} failed, {len(retried)} passed on to another task "
+          f"by the edge {retried}")
     assert load.failures == [], load.failures
     assert load.ok > 50 and load.writes > 20
     spec_image = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
