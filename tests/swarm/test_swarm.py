@@ -253,40 +253,38 @@ def request(url: str, method: str = "GET", body: dict | None = None, headers: di
         c.close()
 
 
+def log_records(stack: SwarmStack, service: str, since: str) -> Iterator[tuple[str, dict]]:
+    """(task id, JSON record) for each JSON line its running tasks here logged since `since`.
+
+    Read from the task containers (`docker logs`): `docker service logs` goes
+    through the swarm's log broker, which can hang on a busy machine.
+    """
+    for task in stack.tasks(service):
+        cid = task["Status"]["ContainerStatus"]["ContainerID"]
+        for line in stack.docker("logs", "--since", since, cid, timeout=60).stdout.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield task["ID"], record
+
+
 def passed_on(stack: SwarmStack, since: float) -> list[str]:
     """The requests since `since` (epoch seconds) that the edge sent to more than one task.
 
     Its access log lists every upstream address a request tried, comma-separated.
     """
-    logs = stack.docker("service", "logs", "--no-trunc", "--since", str(int(since)),
-                        f"{stack.name}_{EDGE}").stdout
-    found = []
-    for line in logs.splitlines():
-        try:
-            record = json.loads(line.partition("|")[2])
-        except ValueError:
-            continue
-        if "," in record.get("upstream", ""):
-            request = record["request"].split(" HTTP/")[0]
-            found.append(f"{request}: {record['upstream_status']} -> {record['status']}")
-    return found
+    return [f"{r['request'].split(' HTTP/')[0]}: {r['upstream_status']} -> {r['status']}"
+            for _, r in log_records(stack, EDGE, str(int(since))) if "," in r.get("upstream", "")]
 
 
 def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 30) -> dict[str, str]:
-    """Which API task logged each request id (`docker service logs` prefixes lines with the task)."""
+    """Which API task logged each request id."""
     deadline = time.monotonic() + seconds
     while True:
-        logs = stack.docker("service", "logs", "--no-trunc", "--since", "10m",
-                            f"{stack.name}_{API}").stdout
-        found = {}
-        for line in logs.splitlines():
-            prefix, _, text = line.partition("|")
-            try:
-                record = json.loads(text)
-            except ValueError:
-                continue
-            if record.get("request_id") in request_ids and record.get("message") == "request":
-                found[record["request_id"]] = prefix.split("@")[0].strip()
+        found = {r["request_id"]: task for task, r in log_records(stack, API, "10m")
+                 if r.get("request_id") in request_ids and r.get("message") == "request"}
         if set(found) == request_ids or time.monotonic() > deadline:
             return found
         time.sleep(1)
