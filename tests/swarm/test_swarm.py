@@ -365,11 +365,12 @@ def test_cursors_etags_and_request_ids_work_on_any_replica(swarm) -> None:
 def test_verifier_passes_the_deployed_stack(swarm) -> None:
     r = swarm.verify("--json", "--wait", "60")
     report = json.loads(r.stdout)
-    not_passed = [(f["service"], f["id"], f["result"]) for f in report["findings"] if f["result"] != "pass"]
+    not_passed = [(f["service"], f["id"], f["result"], f["detail"]) for f in report["findings"]
+                  if f["result"] != "pass"]
     assert r.returncode == 0, not_passed
     assert report["orchestrator"] == "swarm" and report["profile"] == "prod"
     # The one thing a stack cannot set (docs/swarm.md): a warning, unless the engine sets it.
-    assert {(s, i) for s, i, _ in not_passed} <= {(s, "NO-NEW-PRIVS") for s in SWARM_SERVICES}
+    assert {(s, i) for s, i, _, _ in not_passed} <= {(s, "NO-NEW-PRIVS") for s in SWARM_SERVICES}
     expected = {(s, c.id) for c in SWARM.checks for s in c.services}
     assert {(f["service"], f["id"]) for f in report["findings"]} == expected
     human = swarm.verify()

@@ -348,6 +348,14 @@ def test_the_api_is_probed_through_the_edge():
     assert calls == ["http://127.0.0.1:5100/health"]
 
 
+def test_the_api_is_probed_on_the_edges_http_port_whatever_the_published_order():
+    def tls_first(s, facts):  # the stack loader sorts ports by published port
+        spec(s)["EndpointSpec"]["Ports"] = [
+            {"Protocol": "tcp", "TargetPort": 8443, "PublishedPort": 4443, "PublishMode": "host"},
+            {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 5100, "PublishMode": "host"}]
+    assert targets(captured(**{EDGE: tls_first}))[API].address() == ("127.0.0.1", 5100)
+
+
 # --- secrets -----------------------------------------------------------------------------------
 
 
