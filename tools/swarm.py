@@ -9,9 +9,9 @@
 `up` initialises a single-node swarm when the engine is in none (advertising
 127.0.0.1, its control port on loopback, published ports bound to
 SWARM_BIND_ADDRESS, 127.0.0.1 by default), labels the node for PostgreSQL,
-builds the API and edge images and tags them by content, checks the connection budget,
-deploys with `docker stack deploy` and waits until every service runs its
-desired tasks, healthy. `update` does the same to an existing stack and
+builds the API and edge images and tags them by content, checks the
+connection budget, deploys with `docker stack deploy` and waits until every
+service runs its desired tasks, healthy. `update` does the same to an existing stack and
 reports whether the rolling update completed or was rolled back. `down`
 removes the stack with its secrets and configs (volumes only with --volumes)
 and leaves the swarm if this tool created it and no other service runs there.
