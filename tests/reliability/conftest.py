@@ -22,7 +22,14 @@ from collections.abc import Iterator
 
 import pytest
 from compose_stack import Stack, new_stack, running_stack
-from reliability_support import ARTIFACTS, ONE_ADDRESS_FOR_EVERYONE, BodyScanner, Results, StackOps
+from reliability_support import (
+    ARTIFACTS,
+    ONE_ADDRESS_FOR_EVERYONE,
+    BodyScanner,
+    Results,
+    StackOps,
+    secret_values,
+)
 
 from tools.docker_cli import Docker
 
@@ -42,7 +49,7 @@ def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="session")
 def bodies(stack) -> BodyScanner:
     """Every response body the suite reads goes through here (checked for secret values)."""
-    return BodyScanner(stack.secrets)
+    return BodyScanner(secret_values(stack))
 
 
 @pytest.fixture(scope="session")

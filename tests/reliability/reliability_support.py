@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tools.docker_cli import DockerError
 
@@ -198,6 +198,14 @@ class BodyScanner:
         with self._lock:
             self.bytes += len(data)
             self.hits.extend(f"{name} in {where}" for name in found)
+
+
+def secret_values(stack) -> dict[str, str]:
+    """What must never leak, by name: the stack's generated secret values, and a line of the edge's
+    TLS private key (the second of its PEM body: key material, not the header every key shares)."""
+    key = [line for line in (stack.tls_cert.parent / "tls.key").read_text().splitlines()
+           if line and not line.startswith("-----")]
+    return {**stack.secrets, "tls_key": key[1]}
 
 
 # Granian closes a keep-alive connection on which no request has come for its header-read timeout
@@ -460,7 +468,7 @@ class Abuser:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
 
-    def __enter__(self) -> Abuser:
+    def __enter__(self) -> Self:
         self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env=self.stack.env)
         self._reader = threading.Thread(target=self._read, daemon=True)

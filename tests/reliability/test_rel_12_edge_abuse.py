@@ -32,6 +32,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
+import requests
 from reliability_support import (
     ONE_ADDRESS_FOR_EVERYONE,
     Abuser,
@@ -82,7 +83,7 @@ def probe_while(busy: Callable[[], bool], sends: dict[str, Callable], *, pause: 
             started = time.monotonic()
             try:
                 status = send().status_code
-            except Exception as e:  # a timeout or a dropped connection: counted, never retried
+            except requests.RequestException as e:  # a timeout or a dropped connection: counted, never retried
                 status = type(e).__name__
             probes.append(Probe(started, what, status, time.monotonic() - started))
         sample()
