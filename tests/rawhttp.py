@@ -60,6 +60,21 @@ def raw_exchange(server, request: bytes, *, body_chunks=(), timeout: float = T) 
         sock.close()
 
 
+def read_to_close(sock: socket.socket, timeout: float = T) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` seconds pass)."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        received += data
+    return received
+
+
 def parse_raw(received: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
-from rawhttp import parse_raw, raw_exchange
+from rawhttp import parse_raw, raw_exchange, read_to_close
 from reliability_support import (
     ARTIFACTS,
     PROBLEM,
@@ -512,16 +512,7 @@ def _half_closed(raw: Exchange, request: bytes):
     with socket.create_connection((host, port), timeout=T) as sock:
         sock.sendall(request.replace(b"HOST", raw.host.encode()))
         sock.shutdown(socket.SHUT_WR)
-        received = b""
-        deadline = time.monotonic() + T
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not data:
-                break
-            received += data
+        received = read_to_close(sock, T)
     if not received:
         raw.tally["connection"] += 1
         return None, {}, b""

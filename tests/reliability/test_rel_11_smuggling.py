@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from urllib.parse import urlsplit
 
-from rawhttp import parse_raw
+from rawhttp import parse_raw, read_to_close
 from reliability_support import PROBLEM, Results
 
 T = 10  # seconds: the longest one exchange may take
@@ -77,19 +77,9 @@ def probes(mark: str) -> dict[str, tuple[bytes, set[int]]]:
 def exchange(url: str, data: bytes) -> bytes:
     """Send the bytes and read until the server closes the connection (or T seconds)."""
     parts = urlsplit(url)
-    received = b""
     with socket.create_connection((parts.hostname, parts.port), timeout=T) as sock:
         sock.sendall(data)
-        deadline = time.monotonic() + T
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
+        return read_to_close(sock, T)
 
 
 def answers(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:

@@ -98,21 +98,27 @@ def _shares(total: int, parts: int) -> list[int]:
 # --------------------------------------------------------------------------- slow clients
 
 
-def test_slow_clients_neither_hold_the_edge_nor_stay(stack, ops, limits, other, row):
-    per_address = min(limits.write_burst + 1, limits.connections)
-    assert per_address >= 8, f"the edge admits {per_address} stalled bodies per address: too few to try"
-    addresses = math.ceil(STALLED / per_address)
+@dataclass
+class SlowRun:
+    """What the slow clients and the other client saw."""
+
+    probes: list[Probe]  # the other client's requests
+    reports: list[dict]  # each abuser's last line: its address and its connections
+    ready: float | None  # when every abusive connection was open
+    finished: float  # when the last abuser was done
+    memory: list[int]  # the edge's memory (cgroup), sampled with the probes
+
+
+def hold_slow_clients(stack, ops, other, shares: list[tuple[int, int]], give_up: float) -> SlowRun:
+    """One abuser per (stalled, slowloris) share, all at once; the other client probes until the
+    last abuser is done."""
     item = other.post("/items", json={"name": f"relslow-{uuid.uuid4().hex[:10]}", "price": 1}).json()
-    edge = ops.inspect("edge")
-    memory_file, memory = cgroup_memory_file(edge["Id"]), []
-    give_up = limits.client_timeout + SLACK + 10
-    since = f"{time.time() - 1:.3f}"
+    memory_file, memory, ready = cgroup_memory_file(ops.inspect("edge")["Id"]), [], []
     with ExitStack() as running:
         abusers = [running.enter_context(Abuser(
             stack, "slow_clients.py", "--stalled", str(stalled), "--slowloris", str(slow),
             "--body-bytes", ops.setting("MAX_BODY_BYTES", "65536"), "--interval", "3", "--give-up", str(give_up)))
-            for stalled, slow in zip(_shares(STALLED, addresses), _shares(SLOWLORIS, addresses), strict=True)]
-        ready: list[float] = []
+            for stalled, slow in shares]
 
         def busy() -> bool:
             if not ready and all(a.line("ready") for a in abusers):
@@ -128,6 +134,18 @@ def test_slow_clients_neither_hold_the_edge_nor_stay(stack, ops, limits, other, 
                              pause=0.1, timeout=give_up + 60, sample=sample)
         finished = time.monotonic()
         reports = [a.wait_for("connections", 30) for a in abusers]
+    return SlowRun(probes, reports, ready[0] if ready else None, finished, memory)
+
+
+def test_slow_clients_neither_hold_the_edge_nor_stay(stack, ops, limits, other, row):
+    per_address = min(limits.write_burst + 1, limits.connections)
+    assert per_address >= 8, f"the edge admits {per_address} stalled bodies per address: too few to try"
+    addresses = math.ceil(STALLED / per_address)
+    edge = ops.inspect("edge")
+    since = f"{time.time() - 1:.3f}"
+    run = hold_slow_clients(stack, ops, other, list(zip(_shares(STALLED, addresses), _shares(SLOWLORIS, addresses),
+                                                        strict=True)), give_up=limits.client_timeout + SLACK + 10)
+    probes, reports, ready, finished, memory = run.probes, run.reports, run.ready, run.finished, run.memory
     seen = {r["address"] for r in reports}
     connections = [c for r in reports for c in r["connections"]]
     reached_api = [line for line in ops.request_log(since) if line.get("client") in seen]
@@ -138,7 +156,7 @@ def test_slow_clients_neither_hold_the_edge_nor_stay(stack, ops, limits, other, 
     due = limits.client_timeout
     early = [c for c in connections if c[2] is not None and c[2] < due - 1]
     late = [c for c in connections if c[2] is None or c[2] > due + SLACK]
-    during = [p for p in probes if ready and p.at >= ready[0]]
+    during = [p for p in probes if ready and p.at >= ready]
     slow = [p for p in probes if p.status != 200 or p.seconds >= BOUND]
     result = row(
         f"Slow clients: {STALLED} stalled bodies and {SLOWLORIS} slowloris connections at the edge",
@@ -156,13 +174,13 @@ def test_slow_clients_neither_hold_the_edge_nor_stay(stack, ops, limits, other, 
                  "edge memory": f"max {max(memory, default=0) / MIB:.0f} MiB of "
                                 f"{edge['HostConfig']['Memory'] / MIB:.0f} MiB (cgroup, with page cache)",
                  "edge restarts": after["RestartCount"] - edge["RestartCount"],
-                 "hold": f"{finished - ready[0]:.1f} s" if ready else "never all ready"})
+                 "hold": f"{finished - ready:.1f} s" if ready else "never all ready"})
     Results.show(result)
-    assert ready, "the abusers never had every connection open"
+    assert ready is not None, "the abusers never had every connection open"
     assert len(seen) == addresses, f"the abusers came from {seen}"
     assert len(connections) == STALLED + SLOWLORIS
     assert not slow, f"the other client waited or failed: {slow[:10]}"
-    assert len(during) >= finished - ready[0], f"not one probe a second while the abusers held on: {len(during)}"
+    assert len(during) >= finished - ready, f"not one probe a second while the abusers held on: {len(during)}"
     assert not [c for c in connections if c[1] is not None], f"abusive connections answered: {kinds}"
     assert not late, f"connections the edge did not close within {due} + {SLACK:g} s: {late[:10]}"
     assert not early, f"connections closed before the client timeout (not held): {early[:10]}"

@@ -26,7 +26,14 @@ from datetime import datetime
 
 from reliability_load import WriteLoad, check_writes
 from reliability_support import ARTIFACTS, Results, scaled
-from reliability_verdicts import UNREAD_BOUND, Stop, edge_away, judge_api_crash, judge_api_stop, writes_breaches
+from reliability_verdicts import (
+    UNREAD_BOUND,
+    Stop,
+    edge_away,
+    judge_api_crash,
+    judge_api_stop,
+    writes_breaches,
+)
 
 from app.serve import WORKERS_KILL_TIMEOUT
 

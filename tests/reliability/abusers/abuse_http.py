@@ -8,6 +8,7 @@ Python image, with this folder mounted read-only. They talk to the edge only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -89,3 +90,11 @@ async def wait_for_close(reader: asyncio.StreamReader, until: float) -> tuple[by
 def report(**fields) -> None:
     """One JSON line on stdout: what the test reads."""
     print(json.dumps(fields), flush=True)
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A script's command line: the edge's host and port, then the script's own options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    return parser

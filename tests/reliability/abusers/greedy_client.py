@@ -20,12 +20,11 @@ first line says the address the edge sees: {"address"}.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections import Counter
 
-from abuse_http import answer_in, read_answer, report, wait_for_close
+from abuse_http import answer_in, arguments, read_answer, report, wait_for_close
 
 
 async def _hammer(args, request: bytes, until: float, statuses: Counter, improper: list) -> None:
@@ -94,9 +93,7 @@ async def main(args) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("host")
-    p.add_argument("port", type=int)
+    p = arguments(__doc__)
     p.add_argument("--seconds", type=float, default=3)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--held", type=int, default=72)

@@ -18,11 +18,10 @@ never opened).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
-from abuse_http import answer_in, report, wait_for_close
+from abuse_http import answer_in, arguments, report, wait_for_close
 
 
 async def _open(host: str, port: int, first: bytes, sent: asyncio.Future):
@@ -90,9 +89,7 @@ async def main(args) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("host")
-    p.add_argument("port", type=int)
+    p = arguments(__doc__)
     p.add_argument("--stalled", type=int, default=64)
     p.add_argument("--slowloris", type=int, default=64)
     p.add_argument("--body-bytes", type=int, default=65536)
