@@ -73,7 +73,7 @@ SCENARIOS = """\
   (`docker kill` would count as a manual stop and the restart policy would not act). The
   restart policy must bring it back healthy (`RestartCount` + 1, not OOM-killed). The clients
   go through the edge, which stays up and answers for the API while it is away: 502
-  problem+json (504 when it waited its 2 s connect timeout on an address that had gone). Those
+  problem+json (504 when it waited its connect timeout on an address that had gone). Those
   may come during the gap only: none on a request that ended before the kill, none on a request
   sent once the API was healthy again (its health check). Every request must be answered (no
   client timeout, no dropped connection) and nothing else than 2xx. Writes must be served again
