@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, help="seconds per closed-loop run")
     p.add_argument("--reps", type=int, help="alternating repetitions")
     p.add_argument("--latency-duration", type=float)
-    p.add_argument("--project", help="compose project name")
+    p.add_argument("--project", default=os.environ.get("BENCH_PROJECT"),
+                   help="compose project name (default: $BENCH_PROJECT, else items-bench or items-bench-smoke)")
     p.add_argument("--ours-env", action="append", default=[],
                    help="product settings for our stack, e.g. 'WORKERS=2 BLOCKING_THREADS=2' (default: "
                         "the stack's own defaults; the same variables in the environment also count)")

@@ -7,7 +7,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import APIS, LATENCY_SCENARIOS, PEERS, SCENARIO_LABELS, SCENARIOS, TARGETS
+from .config import (
+    APIS,
+    EDGE_COMPARISONS,
+    EDGE_ROUTES,
+    LATENCY_SCENARIOS,
+    PEERS,
+    SCENARIO_LABELS,
+    SCENARIOS,
+    TARGETS,
+)
 from .records import Footprint, LatencyRun, Results, Run, to_json
 from .stats import NAN, median, ratio
 
@@ -22,15 +31,16 @@ class Throughput:
     n: int              # runs that count
     runs: int           # runs made, failed ones included
     errors: int
-    cpu_us: float       # per request, API container
+    cpu_us: float       # per request, the candidate's container (through the edge: the edge's)
     pg_cpu_us: float    # per request, PostgreSQL's container
+    upstream_cpu_us: float = NAN    # per request, through the edge: the API's container behind it
 
     @classmethod
     def of(cls, runs: list[Run]) -> Throughput:
         values = [r.rps for r in runs if not r.failed]
         return cls(median(values), min(values, default=NAN), max(values, default=NAN), len(values), len(runs),
                    sum(r.errors for r in runs), median(r.cpu_us for r in runs),
-                   median(r.pg_cpu_us for r in runs))
+                   median(r.pg_cpu_us for r in runs), median(r.upstream_cpu_us for r in runs))
 
     @property
     def failed(self) -> int:
@@ -70,11 +80,12 @@ class Check:
 
 @dataclass
 class Analysis:
-    throughput: dict[str, dict[str, Throughput]]    # scenario -> candidate (`get` also: ceiling, pgbench)
+    throughput: dict[str, dict[str, Throughput]]    # scenario -> candidate (`get` also: edges, ceilings)
     throughput_high: dict[str, Throughput]          # `get` at high concurrency, per API
     live: Throughput                                # ours, /health/live
     latency: dict[str, dict[str, Latency]]          # scenario -> API
     ours_errors: int = 0
+    edge_errors: int = 0            # every route through an edge, every run
     checks: list[Check] = field(default_factory=list)
 
     def vs_peer(self, scenario: str, peer: str) -> float:
@@ -84,6 +95,12 @@ class Analysis:
     def get_vs(self, other: str) -> float:
         """Ours `GET /items/<id>` ÷ `other` ("ceiling" or "pgbench")."""
         return ratio(self.throughput["get"]["ours"].median, self.throughput["get"][other].median)
+
+    def edge(self, name: str) -> float:
+        """A ratio of EDGE_COMPARISONS, by its name."""
+        c = next(c for c in EDGE_COMPARISONS if c.name == name)
+        get = self.throughput["get"]
+        return ratio(get[c.numerator].median, get[c.denominator].median)
 
     def live_vs_ceiling(self) -> float:
         """Our middleware alone (no database) ÷ the constant route."""
@@ -110,13 +127,15 @@ class Analysis:
         out |= {f"cpu_{scn}_{peer}_vs_ours": self.cpu_vs_ours(scn, peer)
                 for scn in SCENARIOS for peer in PEERS}
         out |= {f"p99_{scn}_vs_{peer}": self.p99_vs(scn, peer) for scn in LATENCY_SCENARIOS for peer in PEERS}
+        out |= {c.name: self.edge(c.name) for c in EDGE_COMPARISONS}
         return out
 
     def to_json(self) -> dict:
         return {"throughput": to_json(self.throughput), "throughput_high": to_json(self.throughput_high),
                 "live": to_json(self.live), "ratios": self.ratios(),
                 "scaling": {k: self.scaling(k) for k in APIS}, "latency": to_json(self.latency),
-                "checks": to_json(self.checks), "ours_errors": self.ours_errors}
+                "checks": to_json(self.checks), "ours_errors": self.ours_errors,
+                "edge_errors": self.edge_errors}
 
 
 def _throughput_checks(a: Analysis) -> list[Check]:
@@ -128,6 +147,16 @@ def _throughput_checks(a: Analysis) -> list[Check]:
     goal = TARGETS.get_vs_ceiling
     v = a.get_vs("ceiling")
     checks.append(Check("GET /items/<id>: ours / framework ceiling", v, goal, v >= goal, f"≥ {goal}×"))
+    return checks
+
+
+def _edge_checks(a: Analysis) -> list[Check]:
+    """The comparisons through the edge that have a goal (issue 14)."""
+    checks = []
+    for c in EDGE_COMPARISONS:
+        if c.goal is not None:
+            v = a.edge(c.name)
+            checks.append(Check(f"GET /items/<id>: {c.label}", v, c.goal, v >= c.goal, f"≥ {c.goal}×"))
     return checks
 
 
@@ -148,7 +177,9 @@ def _robustness_checks(results: Results, a: Analysis) -> list[Check]:
     goal = TARGETS.scaling
     checks = [Check(f"ours at {s.high_connections} / at {s.connections} connections", v, goal, v >= goal,
                     f"≥ {goal}×"),
-              Check("ours: errors in every run", a.ours_errors, 0, a.ours_errors == 0, "= 0")]
+              Check("ours: errors in every run", a.ours_errors, 0, a.ours_errors == 0, "= 0"),
+              Check("through the edge (every route): errors in every run, 429 included", a.edge_errors, 0,
+                    a.edge_errors == 0, "= 0")]
     budget, peak = results.pool_budget, results.pg_connections.peaks.get("ours")
     if budget is not None and peak is not None:
         checks.append(Check("ours: peak PostgreSQL connections / pool budget", peak.peak, budget,
@@ -182,12 +213,14 @@ def analyse(results: Results) -> Analysis:
         return Throughput.of(results.runs_of(key, scenario, c))
 
     tp = {scn: {k: of(k, scn) for k in APIS} for scn in SCENARIOS}
-    tp["get"]["ceiling"] = of("ceiling", "get")
-    tp["get"]["pgbench"] = of("pgbench", "get")
+    for key in (*EDGE_ROUTES, "ceiling", "pgbench"):
+        tp["get"][key] = of(key, "get")
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
                    + sum(r.errors for r in results.latency_runs_of("ours")))
-    a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, of("ours", "live"), lat, ours_errors)
-    a.checks = [*_throughput_checks(a), *_latency_checks(a), *_robustness_checks(results, a),
+    edge_errors = sum(r.errors for r in results.runs if r.candidate in EDGE_ROUTES)
+    a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, of("ours", "live"), lat, ours_errors, edge_errors)
+    a.checks = [*_throughput_checks(a), *_edge_checks(a), *_latency_checks(a),
+                *_robustness_checks(results, a),
                 *_footprint_checks(results.footprint)]
     return a

@@ -1,5 +1,5 @@
-"""bench/results/latest.png: throughput per endpoint, ours against both ceilings, and latency at a
-fixed rate, side by side. matplotlib lives in bench/.venv (bench/requirements.txt); without it
+"""bench/results/latest.png: throughput per endpoint, ours against both ceilings and through the
+edge, and latency at a fixed rate, side by side. matplotlib lives in bench/.venv (bench/requirements.txt); without it
 the run still writes its JSON and Markdown."""
 
 from __future__ import annotations
@@ -38,14 +38,19 @@ def throughput_axes(ax, a: Analysis) -> None:
 def limits_axes(ax, a: Analysis) -> None:
     get = a.throughput["get"]
     bars = [("ceiling", get["ceiling"].median), ("ours get", get["ours"].median),
+            ("via edge", get["ours_edge"].median), ("via edge\nHTTPS", get["ours_edge_tls"].median),
             ("pgbench -S", get["pgbench"].median)]
-    drawn = ax.bar([n for n, _ in bars], [v for _, v in bars], color=["#999999", COLORS["ours"], "#7a5cad"])
+    colors = ["#999999", COLORS["ours"], COLORS["ours"], COLORS["ours"], "#7a5cad"]
+    drawn = ax.bar([n for n, _ in bars], [v for _, v in bars], color=colors)
+    for bar in drawn[2:4]:
+        bar.set_alpha(0.6)
     for bar, (_, v) in zip(drawn, bars, strict=True):
         ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("req/s or tps (log)")
     ax.set_title(f"Limits: ours ÷ ceiling {a.get_vs('ceiling'):.2f}×, ÷ pgbench "
-                 f"{a.get_vs('pgbench'):.3f}×", fontsize=10)
+                 f"{a.get_vs('pgbench'):.3f}×;\nvia the edge ÷ direct {a.edge('edge_get_vs_direct'):.2f}×, "
+                 f"÷ Flask peer via the edge {a.edge('edge_get_vs_flask_edge'):.2f}×", fontsize=9)
 
 
 def latency_axes(ax, results: Results, a: Analysis) -> None:
@@ -73,7 +78,7 @@ def chart(results: Results, a: Analysis, path: Path) -> bool:
     except ImportError:
         log("matplotlib is not installed: no chart (make bench installs it in bench/.venv)")
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [2.2, 1, 1.2]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [2.2, 1.3, 1.2]})
     throughput_axes(axes[0], a)
     limits_axes(axes[1], a)
     latency_axes(axes[2], results, a)

@@ -1,7 +1,8 @@
-"""The `make bench` run: our stack, the peers and the ceilings started side by side, then
-throughput (wrk, the candidates alternating within each repetition, the order rotating between
-them), latency at a fixed rate (70% of the slowest peer's throughput), PostgreSQL connections
-throughout, and the footprint last (cold starts restart the containers)."""
+"""The `make bench` run: our stack (with its edge), the peers, the edge in front of the Flask peer
+and the ceilings started side by side, then throughput (wrk, the candidates alternating within
+each repetition, the order rotating between them), latency at a fixed rate (70% of the slowest
+peer's throughput), PostgreSQL connections throughout, and the footprint last (cold starts
+restart the containers)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ import time
 from pathlib import Path
 
 from . import footprint
-from .config import APIS, LATENCY_SCENARIOS, PEERS, SCENARIOS, Settings
-from .containers import limit_options, start_ceiling, start_peer
+from .config import (
+    APIS,
+    EDGE_LIMIT_SETTINGS,
+    EDGE_ROUTES,
+    EDGES,
+    LATENCY_SCENARIOS,
+    PEERS,
+    SCENARIOS,
+    Settings,
+)
+from .containers import limit_options, start_ceiling, start_edge, start_peer
 from .contract import contract_check
 from .load import Load, log_latency_run, log_run
 from .pgmonitor import PgMonitor
@@ -43,13 +53,17 @@ def describe_machine(docker: Docker) -> Machine:
 
 
 def start_candidates(stack: Stack, results: Results) -> None:
-    """Our stack, seeded, then the peers and the framework ceiling beside it."""
+    """Our stack, seeded, then the peers, the edge in front of the Flask peer and the framework
+    ceiling beside it."""
     stack.start()
     stack.seed()
     for key, peer in PEERS.items():
         start_peer(stack, peer)
         results.peer_limit_overrides[key] = peer.limits
     log("peers ready")
+    for api in EDGES:
+        if api != "ours":   # ours: compose's own edge
+            start_edge(stack, api)
     start_ceiling(stack)
 
 
@@ -59,6 +73,10 @@ def describe_run(stack: Stack, load: Load, results: Results) -> None:
     results.ours_config = stack.our_config()
     results.pool_budget = stack.pool_budget()
     results.limits = Limits(limit_options(stack.ours_info()))
+    edge = stack.docker.inspect(stack.candidates[EDGES["ours"]].container)
+    results.edge_limits = Limits(limit_options(edge))
+    env = dict(e.split("=", 1) for e in edge["Config"]["Env"])
+    results.edge_limit_settings = {k: env.get(k, "") for k in EDGE_LIMIT_SETTINGS}
     results.machine = describe_machine(stack.docker)
     results.load_path = load.path
 
@@ -69,14 +87,15 @@ def warm_up(stack: Stack, load: Load) -> None:
     for key in APIS:
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
-    load.wrk(stack.candidates["ceiling"], "get", s.connections, s.warmup)
+    for key in ("ceiling", *EDGE_ROUTES):
+        load.wrk(stack.candidates[key], "get", s.connections, s.warmup)
 
 
 def throughput_plan(s: Settings) -> list[Step]:
-    """Every scenario for the APIs (`get` also for both ceilings), /health/live for ours, and
-    `get` at high concurrency for scaling."""
+    """Every scenario for the APIs (`get` also through the edge and for both ceilings),
+    /health/live for ours, and `get` at high concurrency for scaling."""
     apis = list(APIS)
-    plan = [(scn, s.connections, [*apis, "ceiling", "pgbench"] if scn == "get" else apis)
+    plan = [(scn, s.connections, [*apis, *EDGE_ROUTES, "ceiling", "pgbench"] if scn == "get" else apis)
             for scn in SCENARIOS]
     plan.append(("live", s.connections, ["ours"]))
     plan.append(("get", s.high_connections, apis))
@@ -142,12 +161,13 @@ def compare(settings: Settings) -> Results:
         if settings.build:
             results.builds = stack.build_images()
         start_candidates(stack, results)
+        results.footprint.memory_idle_mib = footprint.memory(stack, "idle, before any load")
         describe_run(stack, load, results)
         with PgMonitor(docker, stack.pg_container) as monitor:
             throughput(stack, load, results, monitor)
             latency(stack, load, results)
         results.pg_connections = monitor.summary(stack.candidates, (settings.connections,
                                                                     settings.high_connections))
-        results.footprint = footprint.measure(stack, settings.cold_start_reps)
+        footprint.measure(stack, settings.cold_start_reps, results.footprint, results.runs)
     results.elapsed_s = time.monotonic() - started
     return results

@@ -8,8 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml")
+# The prod stack, and the benchmark's layer on it (the API's port published again, the edge's
+# per-client limits out of the way).
+COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml", "bench/compose.bench.yaml")
 OUR_IMAGE = "items-api:local"
+EDGE_IMAGE = "items-edge:local"
 BASE_IMAGE = "python:3.14-slim-trixie"
 PG_IMAGE = "postgres:18-trixie"
 COMPARISON_IMAGE = "items-bench-base-venv:local"
@@ -31,6 +34,57 @@ SCENARIO_LABELS = {
 }
 # The API candidates: ours and the peers (the ceilings are measured on `get` only).
 APIS = ("ours", "flask", "fastapi")
+
+
+@dataclass(frozen=True)
+class EdgeRoute:
+    """An API reached through the edge (nginx, build/edge): over HTTP or HTTPS, `get` only."""
+
+    key: str
+    api: str            # the candidate behind it
+    tls: bool
+    label: str
+
+
+# Ours and the Flask peer, each behind the same edge configuration (compose's `edge` service,
+# and a clone of it pointed at the peer), as flask-on-docker ships Flask in production.
+EDGE_ROUTES = {r.key: r for r in (
+    EdgeRoute("ours_edge", "ours", False, "ours through the edge, HTTP"),
+    EdgeRoute("ours_edge_tls", "ours", True, "ours through the edge, HTTPS"),
+    EdgeRoute("flask_edge", "flask", False, "Flask peer through the edge, HTTP"),
+    EdgeRoute("flask_edge_tls", "flask", True, "Flask peer through the edge, HTTPS"),
+)}
+# The edge containers by the API behind them (an HTTP and an HTTPS route share one).
+EDGES = {"ours": "ours_edge", "flask": "flask_edge"}
+# The edge's per-client limits, which bench/compose.bench.yaml sets out of the way.
+EDGE_LIMIT_SETTINGS = ("EDGE_READ_RATE", "EDGE_READ_BURST", "EDGE_WRITE_RATE", "EDGE_WRITE_BURST",
+                       "EDGE_CLIENT_CONNECTIONS")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A named ratio of two candidates' `GET /items/<id>` medians; with a goal it is a target."""
+
+    name: str
+    label: str
+    numerator: str
+    denominator: str
+    goal: float | None = None   # at least
+
+
+# Issue 14: through the edge, over keep-alive connections.
+EDGE_COMPARISONS = (
+    Comparison("edge_get_vs_direct", "ours through the edge / ours direct, HTTP", "ours_edge", "ours", 0.8),
+    Comparison("edge_get_vs_flask_edge", "ours / Flask peer, both through the edge, HTTP", "ours_edge",
+               "flask_edge", 2.5),
+    Comparison("edge_tls_get_vs_direct", "ours through the edge / ours direct, HTTPS", "ours_edge_tls",
+               "ours"),
+    Comparison("edge_tls_get_vs_flask_edge_tls", "ours / Flask peer, both through the edge, HTTPS",
+               "ours_edge_tls", "flask_edge_tls"),
+    Comparison("edge_tls_get_vs_edge", "ours through the edge, HTTPS / HTTP", "ours_edge_tls", "ours_edge"),
+    Comparison("flask_edge_get_vs_direct", "Flask peer through the edge / Flask peer direct, HTTP",
+               "flask_edge", "flask"),
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +122,7 @@ PEERS = {
 
 @dataclass(frozen=True)
 class Targets:
-    """The issue's targets (issue 6, "Targets")."""
+    """The issues' targets (issue 6, "Targets"; the edge's: EDGE_COMPARISONS, issue 14)."""
 
     # ours ÷ peer, req/s, at least: (scenario, peer) -> ratio
     vs_peer: dict[tuple[str, str], float] = field(default_factory=lambda: {

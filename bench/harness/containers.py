@@ -1,15 +1,18 @@
-"""The candidates that run beside our stack: the peers, the framework ceiling and (for --tune)
-clones of our API. Each is a `docker run` on the stack's networks with the resource limits of our
-running API container, read from it, so that every API competes under the same limits.
+"""The candidates that run beside our stack: the peers, the framework ceiling, the edge in front
+of the Flask peer and (for --tune) clones of our API. Each is a `docker run` on the stack's
+networks with the resource limits of our running API container, read from it, so that every API
+competes under the same limits.
 
 Where a peer's defaults do not fit those limits it gets what they need instead (config.PEERS);
-the ceiling and the clones also copy our container's hardening."""
+the ceiling and the clones also copy our container's hardening. The peer's edge is compose's
+`edge` container run once more (image, environment, limits, hardening, tmpfs, TLS secret files)
+with only its upstream changed."""
 
 from __future__ import annotations
 
-from .config import BENCH, OUR_SETTINGS, Peer
+from .config import BENCH, EDGES, OUR_SETTINGS, Peer
 from .shell import free_port, log, wait_http_ok
-from .stack import Candidate, Stack
+from .stack import EDGE_PORTS, Candidate, Stack
 
 
 def limit_options(info: dict) -> list[str]:
@@ -58,24 +61,49 @@ def hardening(info: dict) -> list[str]:
     return options
 
 
+def as_compose_runs_it(info: dict, env_overrides: dict[str, str]) -> list[str]:
+    """`docker run` options that run a container we inspected (one of compose's) once more: its
+    hardening, tmpfs, bind mounts (secret files) and environment, with `env_overrides` set."""
+    options = hardening(info)
+    for path, opts in (info["HostConfig"].get("Tmpfs") or {}).items():
+        options += ["--tmpfs", f"{path}:{opts}" if opts else path]
+    for m in info["Mounts"]:
+        if m["Type"] == "bind":
+            options += ["-v", f"{m['Source']}:{m['Destination']}{'' if m['RW'] else ':ro'}"]
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    for k, v in {**env, **env_overrides}.items():
+        options += ["-e", f"{k}={v}"]
+    return options
+
+
 def _networks(info: dict) -> tuple[str, str]:
     nets = info["NetworkSettings"]["Networks"]
     return next(n for n in nets if n.endswith("_backend")), next(n for n in nets if n.endswith("_edge"))
+
+
+def create_container(stack: Stack, name: str, ports: list[int], options: list[str], image_and_cmd: list[str],
+                     limits: list[str], backend: bool = True) -> dict[int, int]:
+    """Create and start `name` on the stack's edge network (and its backend network), each of `ports`
+    published on a free port of 127.0.0.1; the published port of each."""
+    docker = stack.docker
+    backend_net, edge_net = _networks(stack.ours_info())
+    published = {port: free_port() for port in ports}
+    docker("rm", "-f", name, check=False)
+    docker("create", "--name", name, "--label", f"items-bench.project={stack.settings.project}",
+           "--network", edge_net, *(a for p, h in published.items() for a in ("-p", f"127.0.0.1:{h}:{p}")),
+           *limits, *options, *image_and_cmd)
+    if backend:
+        docker("network", "connect", backend_net, name)
+    docker("start", name)
+    return published
 
 
 def start_container(stack: Stack, key: str, label: str, name: str, port: int, options: list[str],
                     image_and_cmd: list[str], limits: dict[str, str] | None = None) -> Candidate:
     """Run a candidate on the stack's networks under our API's limits and wait until it is ready."""
     docker = stack.docker
-    ours = stack.ours_info()
-    backend, edge = _networks(ours)
-    host_port = free_port()
-    docker("rm", "-f", name, check=False)
-    docker("create", "--name", name, "--label", f"items-bench.project={stack.settings.project}",
-           "--network", edge, "-p", f"127.0.0.1:{host_port}:{port}",
-           *with_overrides(limit_options(ours), limits or {}), *options, *image_and_cmd)
-    docker("network", "connect", backend, name)
-    docker("start", name)
+    host_port = create_container(stack, name, [port], options, image_and_cmd,
+                                 with_overrides(limit_options(stack.ours_info()), limits or {}))[port]
     c = Candidate(key, label, name, port, host_port)
     try:
         wait_http_ok(c.ready_url, 90)
@@ -118,15 +146,22 @@ def clone_ours(stack: Stack, key: str, overrides: dict[str, str]) -> Candidate:
     networks), with other settings: configurations measured side by side, not one after another.
     `IMAGE` in `overrides` runs another image."""
     info = stack.ours_info()
-    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
     overrides = dict(overrides)
     image = overrides.pop("IMAGE", None) or info["Config"]["Image"]
-    env.update(overrides)
-    options = hardening(info)
-    for m in info["Mounts"]:
-        if m["Type"] == "bind":
-            options += ["-v", f"{m['Source']}:{m['Destination']}{'' if m['RW'] else ':ro'}"]
-    for k, v in env.items():
-        options += ["-e", f"{k}={v}"]
     label = "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
-    return start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000, options, [image])
+    return start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000,
+                           as_compose_runs_it(info, overrides), [image])
+
+
+def start_edge(stack: Stack, api: str) -> None:
+    """The edge in front of `api` (a peer): compose's edge container once more, on the edge network
+    only, as in prod, with EDGE_UPSTREAM pointed at the peer's container; its routes join the
+    candidates."""
+    info = stack.docker.inspect(stack.candidates[EDGES["ours"]].container)
+    peer = stack.candidates[api]
+    name = f"{stack.settings.project}-edge-{api}"
+    published = create_container(stack, name, list(EDGE_PORTS.values()),
+                                 as_compose_runs_it(info, {"EDGE_UPSTREAM": f"{peer.container}:{peer.port}"}),
+                                 [info["Config"]["Image"]], limit_options(info), backend=False)
+    stack.add_edge(name, api, {tls: published[port] for tls, port in EDGE_PORTS.items()})
+    log(f"edge in front of {api} ready")

@@ -1,54 +1,64 @@
 """What each candidate costs to ship and to start: image sizes (and the comparison image: the
-Python base plus exactly our venv), memory after the run, cold start from `docker start` to the
-first 200 on /health/ready, and the rebuild of our image after one file under app/ changed
-(on a copy of the build context: app/ itself is never touched)."""
+Python base plus exactly our venv), memory (idle after start, the most under load, after the
+run; the APIs' containers and the edges'), cold start from `docker start` to the first 200 on
+/health/ready, and the rebuild of our image after one file under app/ changed (on a copy of the
+build context: app/ itself is never touched)."""
 
 from __future__ import annotations
 
-import re
+import math
 import shutil
 import time
 import uuid
 from pathlib import Path
 
-from .config import APIS, BASE_IMAGE, COMPARISON_IMAGE, OUR_IMAGE, PEERS, REBUILD_IMAGE, ROOT
-from .records import NAN, Footprint
+from .cgroup import memory_mib
+from .config import (
+    APIS,
+    BASE_IMAGE,
+    COMPARISON_IMAGE,
+    EDGE_IMAGE,
+    EDGES,
+    OUR_IMAGE,
+    PEERS,
+    REBUILD_IMAGE,
+    ROOT,
+)
+from .records import NAN, Footprint, Run
 from .shell import Docker, log, wait_http_ok
-from .stack import Stack
+from .stack import Candidate, Stack
 from .stats import median, rotate
-
-# `docker stats` units, in MiB.
-SIZE_UNITS = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1e3 / 2**20, "KB": 1e3 / 2**20,
-              "MB": 1e6 / 2**20, "GB": 1e9 / 2**20}
-
-
-def parse_size(text: str) -> float:
-    """MiB of a size as `docker stats` prints it ("92.4MiB")."""
-    m = re.match(r"\s*([0-9.]+)\s*([KMGT]?i?B)", text)
-    if not m:
-        return NAN
-    return float(m.group(1)) * SIZE_UNITS.get(m.group(2), 1)
 
 
 def fmt_dict(d: dict, spec: str = ".0f") -> str:
     return ", ".join(f"{k} {v:{spec}}" for k, v in d.items())
 
 
-def memory(stack: Stack) -> dict[str, float]:
-    """MiB each API container uses now (`docker stats`)."""
-    names = {c.container: k for k, c in stack.candidates.items() if k != "ceiling"}
-    r = stack.docker("stats", "--no-stream", "--format", "{{.ID}}|{{.Name}}|{{.MemUsage}}", *names)
-    mem = {}
-    for line in r.stdout.splitlines():
-        cid, name, usage = line.split("|")
-        key = names.get(name) or next(k for c, k in names.items() if c.startswith(cid) or cid.startswith(c))
-        mem[key] = parse_size(usage.split("/")[0])
-    log(f"memory after the run (MiB): {fmt_dict(mem)}")
+def measured(stack: Stack) -> dict[str, Candidate]:
+    """The containers whose memory is measured: the APIs', and the edges' (by their HTTP route)."""
+    return {k: stack.candidates[k] for k in (*APIS, *EDGES.values()) if k in stack.candidates}
+
+
+def memory(stack: Stack, when: str) -> dict[str, float]:
+    """MiB each measured container uses now, less the inactive page cache (as `docker stats` shows it)."""
+    mem = {k: memory_mib(c.memory) for k, c in measured(stack).items()}
+    log(f"memory {when} (MiB): {fmt_dict(mem)}")
     return mem
 
 
+def memory_under_load(stack: Stack, runs: list[Run]) -> dict[str, float]:
+    """The most MiB each measured container used during any run against it (the edge: either route)."""
+    peaks = {}
+    for key, c in measured(stack).items():
+        mine = {k for k, other in stack.candidates.items() if other.container == c.container}
+        values = [r.memory_mib for r in runs if r.candidate in mine and r.memory_mib is not None]
+        peaks[key] = max((v for v in values if not math.isnan(v)), default=NAN)
+    log(f"memory under load, most (MiB): {fmt_dict(peaks)}")
+    return peaks
+
+
 def image_sizes(docker: Docker) -> dict[str, float]:
-    images = {"ours": OUR_IMAGE, **{key: peer.image for key, peer in PEERS.items()},
+    images = {"ours": OUR_IMAGE, **{key: peer.image for key, peer in PEERS.items()}, "edge": EDGE_IMAGE,
               "python_base": BASE_IMAGE, "python_base_plus_our_venv": COMPARISON_IMAGE}
     sizes = {k: docker.inspect(v)["Size"] / 1e6 for k, v in images.items()}
     log(f"image sizes (MB): {fmt_dict(sizes)}")
@@ -56,7 +66,8 @@ def image_sizes(docker: Docker) -> dict[str, float]:
 
 
 def cold_starts(stack: Stack, reps: int) -> dict[str, list[float]]:
-    """Seconds from `docker start` to 200 on /health/ready, each API `reps` times, taking turns."""
+    """Seconds from `docker start` to 200 on /health/ready, each API `reps` times, taking turns. A
+    start that never gets ready counts as NaN (left out of the median) rather than losing the run."""
     times: dict[str, list[float]] = {k: [] for k in APIS}
     for rep in range(reps):
         for key in rotate(list(APIS), rep):
@@ -64,8 +75,12 @@ def cold_starts(stack: Stack, reps: int) -> dict[str, list[float]]:
             stack.docker("stop", "-t", "20", c.container, timeout=120)
             t = time.monotonic()
             stack.docker("start", c.container)
-            wait_http_ok(c.ready_url, 60, interval=0.02)
-            times[key].append(time.monotonic() - t)
+            try:
+                wait_http_ok(c.ready_url, 60, interval=0.02)
+                times[key].append(time.monotonic() - t)
+            except RuntimeError as e:
+                log(f"cold start of {key} failed: {e}")
+                times[key].append(NAN)
             c.refresh(stack.docker)
     return times
 
@@ -98,9 +113,12 @@ def rebuild(stack: Stack) -> tuple[float, float]:
     return changed, unchanged
 
 
-def measure(stack: Stack, reps: int) -> Footprint:
-    """The whole footprint, after the load (memory is read first, while the containers are warm)."""
-    fp = Footprint(memory_mib=memory(stack), image_mb=image_sizes(stack.docker))
+def measure(stack: Stack, reps: int, fp: Footprint, runs: list[Run]) -> Footprint:
+    """The rest of the footprint (`fp` has the idle memory), after the load: memory is read first,
+    while the containers are warm."""
+    fp.memory_load_mib = memory_under_load(stack, runs)
+    fp.memory_mib = memory(stack, "after the run")
+    fp.image_mb = image_sizes(stack.docker)
     fp.cold_start_all_s = cold_starts(stack, reps)
     fp.cold_start_s = {k: median(v) for k, v in fp.cold_start_all_s.items()}
     log(f"cold start, docker start to 200 on /health/ready (s): {fmt_dict(fp.cold_start_s, '.2f')}")

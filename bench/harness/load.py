@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 
-from .cgroup import cpu_seconds
+from .cgroup import MemoryPeak, cpu_seconds
 from .config import BENCH, PG_IMAGE
 from .records import LatencyRun, Run
 from .shell import log, run
@@ -95,11 +95,14 @@ class Load:
         env = {**os.environ, "BENCH_SCENARIO": scenario, "BENCH_ID_MIN": str(lo), "BENCH_ID_MAX": str(hi),
                "BENCH_TAG": f"b{self.run_tag}-{c.key}-{uuid.uuid4().hex[:6]}"}
         cmd = [*prefix, self.wrk_binary, "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
-               "-s", str(BENCH / "wrk" / "bench.lua"), f"http://127.0.0.1:{port}"]
-        pg_cpu = self.stack.pg_cpu
-        api0, pg0 = cpu_seconds(c.cpu), cpu_seconds(pg_cpu)
-        r = run(cmd, env=env, timeout=duration + 60)
-        api_cpu, pg_cpu_s = cpu_seconds(c.cpu) - api0, cpu_seconds(pg_cpu) - pg0
+               "-s", str(BENCH / "wrk" / "bench.lua"), f"{c.scheme}://127.0.0.1:{port}"]
+        # CPU of the candidate's container, of the API behind it (through the edge) and of PostgreSQL.
+        counters = (c.cpu, c.upstream.cpu if c.upstream else None, self.stack.pg_cpu)
+        before = [cpu_seconds(counter) for counter in counters]
+        with MemoryPeak(c.memory) as memory:
+            r = run(cmd, env=env, timeout=duration + 60)
+        api_cpu, upstream_cpu, pg_cpu_s = (cpu_seconds(counter) - b for counter, b in zip(counters, before,
+                                                                                            strict=True))
         m = re.search(r"^BENCH_RESULT (\{.*\})$", r.stdout, re.MULTILINE)
         if not m:
             raise RuntimeError(f"no result from wrk:\n{r.stdout}\n{r.stderr}")
@@ -110,8 +113,9 @@ class Load:
         n = max(1, data["requests"])
         return Run(rep, scenario, c.key, connections, rps=data["requests"] / seconds if seconds else 0.0,
                    requests=data["requests"], cpu_us=api_cpu / n * 1e6, pg_cpu_us=pg_cpu_s / n * 1e6,
+                   upstream_cpu_us=upstream_cpu / n * 1e6 if c.upstream else None,
                    errors=sum(data[k] for k in WRK_ERRORS), error_detail={k: data[k] for k in WRK_ERRORS},
-                   p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000)
+                   p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000, memory_mib=memory.peak)
 
     def pgbench(self, connections: int, duration: int, rep: int = 0) -> Run:
         """`pgbench -S -M prepared` over TCP loopback, from a container in PostgreSQL's network namespace."""

@@ -26,8 +26,10 @@ class Run:
     connections: int
     rps: float
     requests: int | None = None             # pgbench: not counted
-    cpu_us: float | None = None             # CPU time of the API's container per request (cgroup counters)
+    cpu_us: float | None = None             # CPU time of the candidate's container per request (cgroups)
     pg_cpu_us: float | None = None          # the same for PostgreSQL's container
+    upstream_cpu_us: float | None = None    # through the edge: the same for the API's container behind it
+    memory_mib: float | None = None         # the most memory the candidate's container used during the run
     errors: int = 0
     error_detail: dict[str, int] | None = None
     p50_ms: float | None = None
@@ -37,7 +39,7 @@ class Run:
     @classmethod
     def failure(cls, rep: int, scenario: str, candidate: str, connections: int) -> Run:
         return cls(rep, scenario, candidate, connections, rps=NAN, requests=0, cpu_us=NAN, pg_cpu_us=NAN,
-                   error_detail={}, p50_ms=NAN, p99_ms=NAN, failed=True)
+                   error_detail={}, p50_ms=NAN, p99_ms=NAN, memory_mib=NAN, failed=True)
 
 
 @dataclass
@@ -68,8 +70,12 @@ class LatencyRun:
 
 @dataclass
 class Footprint:
+    """Per container (the APIs, and the edges by their HTTP route's key): sizes, memory, start-up."""
+
     image_mb: dict[str, float] = field(default_factory=dict)
-    memory_mib: dict[str, float] = field(default_factory=dict)      # after the run
+    memory_idle_mib: dict[str, float] = field(default_factory=dict)     # started, before any load
+    memory_load_mib: dict[str, float] = field(default_factory=dict)     # most in any of its runs
+    memory_mib: dict[str, float] = field(default_factory=dict)          # after the run
     cold_start_s: dict[str, float] = field(default_factory=dict)    # median
     cold_start_all_s: dict[str, list[float]] = field(default_factory=dict)
     rebuild_s: float = NAN              # after one file under app/ changed, warm cache
@@ -129,6 +135,8 @@ class Results:
     footprint: Footprint = field(default_factory=Footprint)
     pg_connections: PgConnections = field(default_factory=PgConnections)
     limits: Limits = field(default_factory=Limits)                   # every API container's
+    edge_limits: Limits = field(default_factory=Limits)              # every edge container's
+    edge_limit_settings: dict[str, str] = field(default_factory=dict)    # the edges' per-client limits
     peer_limit_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     contract_check: ContractCheck = field(default_factory=ContractCheck)
     ours_config: dict[str, str] = field(default_factory=dict)

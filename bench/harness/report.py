@@ -8,7 +8,19 @@ from pathlib import Path
 
 from .analysis import Analysis, Throughput, analyse
 from .chart import chart
-from .config import APIS, BASE_IMAGE, LATENCY_SCENARIOS, PEERS, SCENARIO_LABELS, SCENARIOS, TARGETS
+from .config import (
+    APIS,
+    BASE_IMAGE,
+    EDGE_COMPARISONS,
+    EDGE_IMAGE,
+    EDGE_ROUTES,
+    EDGES,
+    LATENCY_SCENARIOS,
+    PEERS,
+    SCENARIO_LABELS,
+    SCENARIOS,
+    TARGETS,
+)
 from .records import Results, to_json, write_json
 from .shell import log
 from .stats import NAN, ratio
@@ -49,6 +61,12 @@ def header(results: Results) -> list[str]:
          f"every API container: `{' '.join(results.limits.docker_run_options)}`."),
         (f"- Where a peer's defaults do not fit our limits it gets what they need instead: {overrides} "
          "(see bench/README.md)."),
+        (f"- The edge: compose's `edge` service ({EDGE_IMAGE}) as prod runs it, the Flask peer behind a "
+         "clone of it with only `EDGE_UPSTREAM` changed; every edge container: "
+         f"`{' '.join(results.edge_limits.docker_run_options)}`. Its per-client limits are out of the "
+         f"way (`{' '.join(f'{k}={v}' for k, v in results.edge_limit_settings.items())}`, "
+         "bench/compose.bench.yaml): all load comes from one address, 127.0.0.1, and the benchmark "
+         "measures throughput, not the limiter."),
         (f"- Data: {s.seed_items:,} seeded items, ids drawn uniformly; PostgreSQL 18 of the stack (its own "
          "prod limits). Peers' answers equal ours: "
          f"{'yes' if results.contract_check.ok else 'NO, see latest.json'}."),
@@ -88,6 +106,29 @@ def limits_section(results: Results, a: Analysis) -> list[str]:
          f"{f2(a.live_vs_ceiling())}× of the bare constant route, and the database path keeps "
          f"{f2(a.get_vs_live())}× of that."),
     ]
+
+
+def edge_section(a: Analysis) -> list[str]:
+    get = a.throughput["get"]
+    lines = [
+        "## Through the edge (nginx), `GET /items/<id>`, keep-alive connections",
+        "",
+        ("Each route took its turn with the direct candidates in every repetition (same wrk settings). "
+         "CPU per request: the edge's container, and the API's container behind it."),
+        "",
+        "| route | req/s | edge CPU µs/req | API CPU µs/req behind the edge | the same API direct |",
+        "|---|---|---|---|---|",
+    ]
+    for key, route in EDGE_ROUTES.items():
+        t = get[key]
+        lines.append(f"| {route.label} | {cell(t)} | {f0(t.cpu_us)} | {f0(t.upstream_cpu_us)} | "
+                     f"{f0(get[route.api].cpu_us)} |")
+    lines += ["", "| comparison | ratio | goal |", "|---|---|---|"]
+    for c in EDGE_COMPARISONS:
+        v = a.edge(c.name)
+        goal = "reported" if c.goal is None else f"≥ {c.goal}: {'met' if v >= c.goal else '**missed**'}"
+        lines.append(f"| {c.label} | **{f2(v)}×** | {goal} |")
+    return lines
 
 
 def cpu_section(a: Analysis) -> list[str]:
@@ -159,20 +200,26 @@ def scaling_section(results: Results, a: Analysis) -> list[str]:
 
 def footprint_section(results: Results) -> list[str]:
     fp = results.footprint
+    columns = (*APIS, *EDGES.values())
 
     def row(title: str, values: dict[str, float], fmt) -> str:
-        return f"| {title} | " + " | ".join(fmt(values.get(k, NAN)) for k in APIS) + " |"
+        return f"| {title} | " + " | ".join(fmt(values.get(k, NAN)) for k in columns) + " |"
 
     sizes = fp.image_mb
     base, comparison = sizes.get("python_base", NAN), sizes.get("python_base_plus_our_venv", NAN)
     return [
         "## Footprint",
         "",
-        "| | ours | Flask peer | FastAPI peer |",
-        "|---|---|---|---|",
-        row("image size (MB)", sizes, f0),
+        "| | ours | Flask peer | FastAPI peer | edge in front of ours | edge in front of the Flask peer |",
+        "|---|---|---|---|---|---|",
+        row("image size (MB)", {**sizes, **{key: sizes.get("edge", NAN) for key in EDGES.values()}}, f0),
+        row("memory idle, after start (MiB)", fp.memory_idle_mib, f0),
+        row("memory under load, most in any run (MiB)", fp.memory_load_mib, f0),
         row("memory after the run (MiB)", fp.memory_mib, f0),
         row("cold start, `docker start` → 200 on /health/ready (s)", fp.cold_start_s, f2),
+        "",
+        ("Memory is the container's cgroup usage less its inactive page cache, as `docker stats` shows it; "
+         "under load it is sampled every 0.2 s during each run against the container."),
         "",
         (f"- Python base image `{BASE_IMAGE}` (the local stand-in): {f0(base)} MB; that image plus exactly "
          f"our venv (the product Dockerfile's builder stage, libpq5, app/): {f0(comparison)} MB; ours ÷ "
@@ -187,7 +234,7 @@ def value_text(value: float, fmt=f2) -> str:
 
 
 def targets_section(a: Analysis) -> list[str]:
-    lines = ["## Targets (issue 6)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    lines = ["## Targets (issues 6 and 14)", "", "| target | measured | goal | |", "|---|---|---|---|"]
     for c in a.checks:
         verdict = "met" if c.met else "**missed**"
         lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
@@ -195,7 +242,8 @@ def targets_section(a: Analysis) -> list[str]:
 
 
 def markdown(results: Results, a: Analysis) -> str:
-    sections = [header(results), throughput_section(a), limits_section(results, a), cpu_section(a),
+    sections = [header(results), throughput_section(a), edge_section(a), limits_section(results, a),
+                cpu_section(a),
                 latency_section(results, a), scaling_section(results, a), footprint_section(results),
                 targets_section(a), ["![throughput and latency](latest.png)"]]
     return "\n\n".join("\n".join(section) for section in sections) + "\n"
@@ -208,7 +256,10 @@ def print_summary(a: Analysis) -> None:
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
-    print("\nTargets (issue 6; reported, never asserted):")
+    print("\nThrough the edge, GET /items/<id>:")
+    for c in EDGE_COMPARISONS:
+        print(f"  {c.label:<60} {a.edge(c.name):5.2f}×")
+    print("\nTargets (issues 6 and 14; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")
         print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")

@@ -5,6 +5,7 @@ A failed command raises with the tail of its output, so that a broken step says 
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -52,10 +53,10 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
-def get_json(url: str, timeout: float = 10) -> tuple[int, dict | None]:
-    """Status and JSON body of a GET; the body is None for an error status."""
+def get_json(url: str, timeout: float = 10, context: ssl.SSLContext | None = None) -> tuple[int, dict | None]:
+    """Status and JSON body of a GET (HTTPS verified with `context`); the body is None for an error status."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, None

@@ -1,9 +1,10 @@
-"""Our prod stack as the benchmark runs it: compose.yaml + compose.prod.yaml, services `postgres`
-and `flask-api` only, under a compose project of its own, on free ports of 127.0.0.1, with random
-secrets in a temporary directory, so that nothing of a developer's own stack or .env leaks in.
+"""Our prod stack as the benchmark runs it: compose.yaml + compose.prod.yaml (+ the benchmark's
+layer, bench/compose.bench.yaml), services `postgres`, `flask-api` and `edge`, under a compose
+project of its own, on free ports of 127.0.0.1, with random secrets and a self-signed TLS pair in a
+temporary directory, so that nothing of a developer's own stack or .env leaks in.
 
-It also builds every image the run measures (ours, the peers, the footprint comparison) and
-seeds the data; `containers` starts the other candidates beside it."""
+It also builds every image the run measures (ours, the edge, the peers, the footprint comparison)
+and seeds the data; `containers` starts the other candidates beside it."""
 
 from __future__ import annotations
 
@@ -19,47 +20,67 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from .cgroup import cpu_counter
+from .cgroup import cpu_counter, memory_counter
 from .config import (
     BENCH,
     COMPARISON_IMAGE,
     COMPOSE_FILES,
+    EDGE_IMAGE,
+    EDGE_ROUTES,
+    EDGES,
     ENGINE_DIR,
     HOST_CA_BUNDLE,
     OUR_IMAGE,
     OUR_SETTINGS,
     PEERS,
+    ROOT,
     VENV_STAGE_IMAGE,
     Settings,
 )
-from .shell import Docker, free_port, log, wait_http_ok
+from .shell import Docker, free_port, log, run, wait_http_ok
+
+# Variables that would make Compose read other files, start other services or mount another TLS
+# pair than the run's own (the Makefile exports TLS_CERT_FILE/TLS_KEY_FILE for `make up`).
+FOREIGN_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES", "TLS_CERT_FILE",
+                    "TLS_KEY_FILE")
+EDGE_PORTS = {False: 8080, True: 8443}      # the edge's HTTP and HTTPS ports, by TLS
 
 
 @dataclass
 class Candidate:
-    """An API under test: a running container, reached on its own loopback or a published port."""
+    """An API under test: a running container, reached on its own loopback or a published port.
+    Through the edge, the container is the edge's and `upstream` the API behind it."""
 
     key: str
     label: str
     container: str
     port: int          # inside the container
     host_port: int     # published on 127.0.0.1
+    scheme: str = "http"
+    upstream: Candidate | None = None
     pid: int = 0
     backend_ip: str = ""
     cpu: Path | None = None
+    memory: Path | None = None
 
     def refresh(self, docker: Docker) -> None:
-        """Read the container's pid, CPU counter and backend address again (they change on restart)."""
+        """Read the container's pid, cgroup counters and backend address again (they change on restart)."""
         info = docker.inspect(self.container)
         self.pid = info["State"]["Pid"]
         self.cpu = cpu_counter(self.pid)
+        self.memory = memory_counter(self.pid)
         for name, net in info["NetworkSettings"]["Networks"].items():
             if name.endswith("_backend"):
                 self.backend_ip = net["IPAddress"]
 
     @property
+    def url(self) -> str:
+        """Its published address (an HTTPS candidate's certificate names 127.0.0.1)."""
+        return f"{self.scheme}://127.0.0.1:{self.host_port}"
+
+    @property
     def ready_url(self) -> str:
-        return f"http://127.0.0.1:{self.host_port}/health/ready"
+        return f"{self.url}/health/ready"
 
 
 def _ca_bundle() -> Path | None:
@@ -83,6 +104,7 @@ class Stack:
         self.pg_cpu: Path | None = None
         self.id_range = (1, settings.seed_items)
         self.ca_bundle = _ca_bundle()
+        self.tls_cert = self.tmp / "secrets" / "tls.crt"    # the edge's, self-signed for localhost
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Stack]:
@@ -110,16 +132,19 @@ class Stack:
             path = secrets_dir / name
             path.write_text(self.secrets[name] + "\n")
             path.chmod(0o644)  # bind-mounted, read by the containers' own users
+        run(["sh", str(ROOT / "tools" / "self_signed_tls.sh"), str(self.tls_cert),
+             str(secrets_dir / "tls.key")])
         return secrets_dir
 
     def prepare_env(self) -> None:
         secrets_dir = self._write_secrets()
         self.env_file.write_text("")  # a user's .env must not change the stack under test
-        env = {k: v for k, v in os.environ.items() if k not in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE")}
-        for k in OUR_SETTINGS:  # only what the benchmark is told, else the stack's own defaults
-            env.pop(k, None)
+        # Only what the benchmark is told, else the stack's own defaults.
+        env = {k: v for k, v in os.environ.items()
+               if k not in (*FOREIGN_SETTINGS, *OUR_SETTINGS) and not k.startswith("EDGE_")}
         env.update(self.settings.ours_env)
-        env.update({"SECRETS_DIR": str(secrets_dir), "API_PORT": str(free_port()),
+        env.update({"SECRETS_DIR": str(secrets_dir), "BENCH_API_PORT": str(free_port()),
+                    "API_PORT": str(free_port()), "API_TLS_PORT": str(free_port()),
                     "PGADMIN_PORT": str(free_port())})
         if self.ca_bundle is not None:
             env["EXTRA_CA_BUNDLE"] = str(self.ca_bundle)
@@ -149,7 +174,7 @@ class Stack:
                     "-t", COMPARISON_IMAGE, ".", ca_secret=False)
 
     def build_images(self) -> dict[str, float]:
-        """Build ours, the peers and the footprint comparison image; seconds each took."""
+        """Build ours, the edge, the peers and the footprint comparison image; seconds each took."""
         def timed(image: str, build: Callable[[], object]) -> float:
             started = time.monotonic()
             build()
@@ -157,7 +182,8 @@ class Stack:
             log(f"built {image} in {seconds:.1f} s")
             return seconds
 
-        builds = {"ours_s": timed(OUR_IMAGE, partial(self.compose, "build", "flask-api", timeout=1800))}
+        builds = {"ours_s": timed(OUR_IMAGE, partial(self.compose, "build", "flask-api", timeout=1800)),
+                  "edge_s": timed(EDGE_IMAGE, partial(self.compose, "build", "edge", timeout=1800))}
         for key, peer in PEERS.items():
             builds[f"{key}_s"] = timed(peer.image, partial(self.buildx, "-t", peer.image,
                                                            str(BENCH / "peers" / peer.directory)))
@@ -167,9 +193,10 @@ class Stack:
     # ---------------------------------------------------------------- ours
 
     def start(self) -> Candidate:
-        """`compose up --wait` of postgres and flask-api; our API is the candidate "ours"."""
+        """`compose up --wait` of postgres, flask-api and edge; our API is the candidate "ours", the
+        edge in front of it the candidates of EDGE_ROUTES with api "ours"."""
         t = time.monotonic()
-        r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api",
+        r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api", "edge",
                          check=False, timeout=600)
         if r.returncode != 0:
             logs = self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
@@ -179,11 +206,23 @@ class Stack:
         self.pg_cpu = cpu_counter(self.docker.inspect(self.pg_container)["State"]["Pid"])
         api = self.compose("ps", "--quiet", "flask-api").stdout.strip()
         label = "ours (Flask + psycopg 3 pool + Granian)"
-        ours = Candidate("ours", label, api, 5000, int(self.env["API_PORT"]))
+        ours = Candidate("ours", label, api, 5000, int(self.env["BENCH_API_PORT"]))
         ours.refresh(self.docker)
         self.candidates["ours"] = ours
         wait_http_ok(ours.ready_url, 60)
+        edge = self.compose("ps", "--quiet", "edge").stdout.strip()
+        self.add_edge(edge, "ours", {False: int(self.env["API_PORT"]), True: int(self.env["API_TLS_PORT"])})
         return ours
+
+    def add_edge(self, container: str, api: str, host_ports: dict[bool, int]) -> None:
+        """The routes of EDGE_ROUTES through the edge `container` to `api`: its HTTP and HTTPS ports."""
+        for route in EDGE_ROUTES.values():
+            if route.api == api:
+                c = Candidate(route.key, route.label, container, EDGE_PORTS[route.tls], host_ports[route.tls],
+                              scheme="https" if route.tls else "http", upstream=self.candidates[api])
+                c.refresh(self.docker)
+                self.candidates[route.key] = c
+        wait_http_ok(self.candidates[EDGES[api]].ready_url, 60)
 
     def ours_info(self) -> dict:
         """`docker inspect` of our API container."""

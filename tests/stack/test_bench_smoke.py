@@ -1,10 +1,13 @@
 """The benchmark harness, end to end in about a minute: `make bench-smoke` (bench/run.py --smoke).
 
-It runs every step of `make bench` (our prod stack, both peers, the framework ceiling, pgbench,
-wrk, the fixed-rate generator, footprint, rebuild, JSON/Markdown/PNG output) with tiny durations,
+It runs every step of `make bench` (our prod stack with its edge, both peers, the Flask peer behind
+the same edge, the framework ceiling, pgbench, wrk over HTTP and HTTPS, the fixed-rate generator,
+footprint, rebuild, JSON/Markdown/PNG output) with tiny durations,
 so that the harness cannot rot between full runs. It never asserts on a timing: on a shared
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
-answered every request with a success status, and that the peers serve the same JSON as ours.
+answered every request with a success status (through the edge too: its per-client limits must
+not answer 429 to the benchmark's single address), and that the peers, and every route through
+an edge, serve the same JSON as the API they stand for. BENCH_PROJECT names its compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
 except under CI=true); wrk is installed from Debian's packages when missing.
@@ -26,6 +29,8 @@ from tools.docker_cli import Docker
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
+EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
+EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +55,8 @@ def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
         for scenario in SCENARIOS:
             assert (key, scenario, 32) in seen
         assert (key, "get", 256) in seen
-    assert ("ceiling", "get", 32) in seen
-    assert ("pgbench", "get", 32) in seen
+    for key in (*EDGE_ROUTES, "ceiling", "pgbench"):
+        assert (key, "get", 32) in seen
     assert ("ours", "live", 32) in seen
     assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
 
@@ -66,9 +71,17 @@ def test_no_candidate_answered_with_an_error_status(smoke: tuple[dict, Path]) ->
     assert not bad, bad
 
 
-def test_the_peers_serve_our_json(smoke: tuple[dict, Path]) -> None:
+def test_the_peers_and_the_edge_routes_serve_our_json(smoke: tuple[dict, Path]) -> None:
     results, _ = smoke
     assert results["contract_check"]["ok"], results["contract_check"]["problems"]
+
+
+def test_through_the_edge_the_api_behind_it_did_the_work(smoke: tuple[dict, Path]) -> None:
+    """Each route's runs counted CPU in the edge's container and in the API's behind it."""
+    results, _ = smoke
+    runs = [r for r in results["runs"] if r["candidate"] in EDGE_ROUTES]
+    assert runs and all(r["cpu_us"] > 0 and r["upstream_cpu_us"] > 0 for r in runs)
+    assert all(int(v) >= 65535 for v in results["edge_limit_settings"].values())
 
 
 def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple[dict, Path]) -> None:
@@ -78,8 +91,11 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
     }
     assert all(r["count"] > 0 for r in results["latency_runs"])
     fp = results["footprint"]
-    assert set(fp["image_mb"]) == {"ours", "flask", "fastapi", "python_base", "python_base_plus_our_venv"}
-    assert set(fp["memory_mib"]) == set(CANDIDATES)
+    assert set(fp["image_mb"]) == {"ours", "flask", "fastapi", "edge", "python_base",
+                                   "python_base_plus_our_venv"}
+    for when in ("memory_idle_mib", "memory_load_mib", "memory_mib"):
+        assert set(fp[when]) == {*CANDIDATES, *EDGES}
+        assert all(v > 0 for v in fp[when].values()), when
     assert set(fp["cold_start_s"]) == set(CANDIDATES)
     assert fp["rebuild_s"] > 0
     assert results["pg_connections"]["samples"] > 0
@@ -90,9 +106,10 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
 def test_reports_are_written(smoke: tuple[dict, Path]) -> None:
     results, out = smoke
     md = (out / "latest.md").read_text()
-    for heading in ("## Throughput", "## Against the machine's limits", "## Latency at a fixed rate",
-                    "## Scaling", "## Footprint", "## Targets"):
+    for heading in ("## Throughput", "## Through the edge", "## Against the machine's limits",
+                    "## Latency at a fixed rate", "## Scaling", "## Footprint", "## Targets"):
         assert heading in md
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checks = results["analysis"]["checks"]
     assert checks and all(isinstance(c["met"], bool) for c in checks)
+    assert {"edge_get_vs_direct", "edge_get_vs_flask_edge"} <= set(results["analysis"]["ratios"])

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 CIS = "CIS Docker Benchmark 1.6.0"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
-# The stack's services, as compose.yaml names them; the Swarm stack adds the API's entry point
-# (tools/swarm_proxy.py).
-API, POSTGRES, PGADMIN, PROXY = "flask-api", "postgres", "pgadmin", "proxy"
+# The stack's services, as compose.yaml names them; the Swarm stack adds its entry point, the
+# edge (nginx, compose.prod.yaml's `edge`).
+API, POSTGRES, PGADMIN = "flask-api", "postgres", "pgadmin"
+EDGE = "edge"
 SERVICES = (API, POSTGRES, PGADMIN)
-SWARM_SERVICES = (*SERVICES, PROXY)
+SWARM_SERVICES = (*SERVICES, EDGE)
 
 Outcome = tuple[str, str]  # (result, detail): what every check returns
 

@@ -18,12 +18,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from .model import API, PROXY, CannotRun, NotHere
+from .model import API, EDGE, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
 
 TOP_ARGS = "-o uid,pid,args"  # `docker top` runs ps on the host, so distroless images need no ps
 HTTP_TIMEOUT = 5.0
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+EDGE_HTTP_PORT = 8080  # the edge's plain HTTP port in its container (8443 is HTTPS)
 
 
 def get_url(url: str) -> tuple[int, str]:
@@ -267,14 +268,16 @@ class SwarmTarget(Target):
         return (gw.get("Options") or {}).get(HOST_BINDING) or "0.0.0.0"
 
     def address(self) -> tuple[str, int] | None:
-        """The service's published port, or for the API the proxy's (its entry point)."""
+        """The service's published port, or for the API the edge's (its entry point)."""
         t = self
-        if not t.endpoint_ports() and self.service == API and PROXY in self.stack:
-            t = self.stack[PROXY]
+        if not t.endpoint_ports() and self.service == API and EDGE in self.stack:
+            t = self.stack[EDGE]
         ports = [p for p in t.endpoint_ports()
                  if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
         if not ports:
             return None
+        # `docker stack deploy` sorts ports by published port: pick the edge's plain HTTP one.
+        ports.sort(key=lambda p: p.get("TargetPort") != EDGE_HTTP_PORT)
         host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
         return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), int(ports[0]["PublishedPort"])
 
