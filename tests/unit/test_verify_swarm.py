@@ -327,7 +327,7 @@ def test_the_api_is_probed_through_the_proxy():
     calls = []
 
     class Answer:
-        status = 200
+        status, headers = 200, {}
 
         def read(self, n):
             return b'{"checks": {"database": "ok"}}'

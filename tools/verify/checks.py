@@ -327,17 +327,43 @@ def check_ports_loopback(t: Target) -> Outcome:
     return result(all(is_loopback(ip) for _, ip, _ in bindings), shown, shown)
 
 
-def check_swarm_db_unpublished(t: SwarmTarget) -> Outcome:
-    """The API and pgAdmin reach PostgreSQL on the backend overlay network; publishing only adds exposure."""
+def unpublished(t: Target) -> Outcome:
+    return result(not port_bindings(t.attrs), "not published", f"published on {shown_bindings(t)}")
+
+
+def swarm_unpublished(t: SwarmTarget) -> Outcome:
     ports = swarm_ports(t)
     return result(not ports, "not published", "published on " + ", ".join(s for s, _ in ports))
+
+
+def check_swarm_db_unpublished(t: SwarmTarget) -> Outcome:
+    """The API and pgAdmin reach PostgreSQL on the backend overlay network; publishing only adds exposure."""
+    return swarm_unpublished(t)
 
 
 @check("DB-UNPUBLISHED", "PostgreSQL port not published", cis="5.9", services=(POSTGRES,), hardening=True,
        swarm=Variant(check_swarm_db_unpublished))
 def check_db_unpublished(t: Target) -> Outcome:
     """The API and pgAdmin reach PostgreSQL on the Compose network; a published port only adds exposure."""
-    return result(not port_bindings(t.attrs), "not published", f"published on {shown_bindings(t)}")
+    return unpublished(t)
+
+
+def check_swarm_api_unpublished(t: SwarmTarget) -> Outcome:
+    """Clients reach the API's tasks through the stack's entry point, on the overlay network; a port of their own
+    would bypass it."""
+    return swarm_unpublished(t)
+
+
+@check("API-UNPUBLISHED", "the API's port not published (clients come through the edge)", cis="5.9",
+       services=(API,), hardening=True, swarm=Variant(check_swarm_api_unpublished))
+def check_api_unpublished(t: Target) -> Outcome:
+    """In production clients reach the API only through the edge: a port of its own would bypass the edge's
+    TLS, timeouts and limits.
+
+    The development stack (compose.yaml alone) has no edge and publishes the
+    API's port on loopback: a warning under --profile dev.
+    """
+    return unpublished(t)
 
 
 @check("PLACEMENT", "a service with a local volume is pinned to one node", services=PINNED, swarm_only=True)

@@ -11,17 +11,26 @@ from dataclasses import dataclass
 CIS = "CIS Docker Benchmark 1.6.0"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
-# The stack's services, as compose.yaml names them; the Swarm stack adds the API's entry point
-# (tools/swarm_proxy.py).
-API, POSTGRES, PGADMIN, PROXY = "flask-api", "postgres", "pgadmin", "proxy"
-SERVICES = (API, POSTGRES, PGADMIN)
-SWARM_SERVICES = (*SERVICES, PROXY)
+# The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml) is
+# where clients reach the API in production; a development stack (compose.yaml alone) has none.
+# The Swarm stack's entry point is still tools/swarm_proxy.py's `proxy` (compose.swarm.yaml).
+API, POSTGRES, PGADMIN, EDGE, PROXY = "flask-api", "postgres", "pgadmin", "edge", "proxy"
+SERVICES = (API, POSTGRES, PGADMIN, EDGE)
+PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
+SWARM_SERVICES = (API, POSTGRES, PGADMIN, PROXY)
+ENTRY_POINTS = (EDGE, PROXY)  # a stack's way in to the API, where it has one
+# The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
+EDGE_HTTP, EDGE_HTTPS = 8080, 8443
 
 Outcome = tuple[str, str]  # (result, detail): what every check returns
 
 
 class CannotRun(Exception):
     """The verifier cannot do its job (no engine, no stack): exit code 2."""
+
+
+class Failed(Exception):
+    """A check met its failure before judging anything (a port not published, nothing to read): the detail."""
 
 
 class NotHere(Exception):

@@ -14,25 +14,14 @@ the key `_top`) and no engine.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
-from .model import API, PROXY, CannotRun, NotHere
+from .model import API, EDGE_HTTP, ENTRY_POINTS, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
+from .web import fetch
 
 TOP_ARGS = "-o uid,pid,args"  # `docker top` runs ps on the host, so distroless images need no ps
-HTTP_TIMEOUT = 5.0
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
-
-
-def get_url(url: str) -> tuple[int, str]:
-    """GET `url`; (status, the start of the body), error statuses included."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
-            return r.status, r.read(4096).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(4096).decode("utf-8", "replace")
 
 
 class Target:
@@ -85,17 +74,28 @@ class Target:
         result = self.containers[0].exec_run(cmd, user=user, demux=False)
         return result.exit_code, (result.output or b"").decode("utf-8", "replace").strip()
 
+    def published(self, port: int | None = None) -> tuple[str, int] | None:
+        """Where this host reaches the service's container `port` (default: its first published TCP port)."""
+        return published_port(self.attrs, port)
+
     def address(self) -> tuple[str, int] | None:
-        """Where this host reaches the service: its first published TCP port."""
-        return published_port(self.attrs)
+        """Where this host reaches the service: the API through the stack's entry point (the edge)
+        when the stack has one, anything else at its first published TCP port."""
+        if self.service == API:
+            for name in ENTRY_POINTS:
+                entry = self.stack.get(name)
+                if entry is not None and (found := entry.published(EDGE_HTTP)):
+                    return found
+        return self.published()
 
     def http_get(self, path: str) -> tuple[int, str]:
-        """GET a path on the service's published port, from this host; (status, body)."""
+        """GET a path on the service (see address), from this host; (status, body)."""
         address = self.address()
         if address is None:
             raise ConnectionError("no published port")
         host, port = address
-        return get_url(f"http://{host}:{port}{path}")
+        answer = fetch(f"http://{host}:{port}{path}")
+        return answer.status, answer.body
 
     # --- state, for the wait loop and the chaos drills ----------------------------------------------
 
@@ -266,16 +266,13 @@ class SwarmTarget(Target):
         gw = self.facts.get("gwbridge") or {}
         return (gw.get("Options") or {}).get(HOST_BINDING) or "0.0.0.0"
 
-    def address(self) -> tuple[str, int] | None:
-        """The service's published port, or for the API the proxy's (its entry point)."""
-        t = self
-        if not t.endpoint_ports() and self.service == API and PROXY in self.stack:
-            t = self.stack[PROXY]
-        ports = [p for p in t.endpoint_ports()
-                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
+    def published(self, port: int | None = None) -> tuple[str, int] | None:
+        """Where this host reaches the service's target `port` (default: its first published TCP port)."""
+        ports = [p for p in self.endpoint_ports() if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"
+                 and (port is None or p.get("TargetPort") == port)]
         if not ports:
             return None
-        host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
+        host = self.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
         return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), int(ports[0]["PublishedPort"])
 
     def health(self) -> str:
