@@ -349,8 +349,8 @@ def check_db_unpublished(t: Target) -> Outcome:
 
 
 def check_swarm_api_unpublished(t: SwarmTarget) -> Outcome:
-    """Clients reach the API's tasks through the stack's entry point, on the overlay network; a port of their own
-    would bypass it."""
+    """Clients reach the API's tasks through the stack's entry point, on the overlay network; a port of
+    their own would bypass it."""
     return swarm_unpublished(t)
 
 

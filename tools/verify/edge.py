@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from . import nginx, tls
-from .model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, FAIL, WARN, Failed, Outcome, result
+from .model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, FAIL, PASS, WARN, Failed, Outcome, result
 from .registry import check
 from .targets import Target
 from .web import fetch, hsts_max_age, problem_faults, server_version
@@ -78,7 +78,7 @@ def check_tls_versions(t: Target) -> Outcome:
 
 @check("EDGE-HSTS", "HTTPS answers carry HSTS for at least a year", services=(EDGE,), live=True)
 def check_hsts(t: Target) -> Outcome:
-    """Strict-Transport-Security makes browsers use HTTPS only (RFC 6797), for max-age seconds: a year or more.
+    """Strict-Transport-Security makes browsers use HTTPS only (RFC 6797) for max-age seconds: a year or more.
 
     Read from a GET /health over HTTPS, as a client gets it.
     """
@@ -134,8 +134,8 @@ def timeout_problems(chain: nginx.Chain, where: str) -> list[str]:
     return problems
 
 
-@check("EDGE-TIMEOUTS", "client timeouts set, at most 60 s; request bodies buffered (nginx -T)", services=(EDGE,),
-       live=True)
+@check("EDGE-TIMEOUTS", "client timeouts set, at most 60 s; request bodies buffered (nginx -T)",
+       services=(EDGE,), live=True)
 def check_timeouts(t: Target) -> Outcome:
     """A slow client must not hold the API: the edge times out slow headers, bodies and reads, and reads a
     whole body before passing it on, so the API's few threads never wait on a client.
@@ -146,7 +146,8 @@ def check_timeouts(t: Target) -> Outcome:
     """
     locations = proxied_locations(t)
     problems = [p for where, chain in locations for p in timeout_problems(chain, where)]
-    shown = dict.fromkeys(", ".join(f"{n} {nginx.value(c, n)}" for n in CLIENT_TIMEOUTS) for _, c in locations)
+    shown = dict.fromkeys(", ".join(f"{n} {nginx.value(chain, n)}" for n in CLIENT_TIMEOUTS)
+                          for _, chain in locations)
     return result(not problems, f"{'; '.join(shown)}; bodies buffered ({len(locations)} locations)",
                   "; ".join(problems))
 
@@ -156,7 +157,8 @@ def limit_problems(chain: nginx.Chain, where: str, api_limit: str | None) -> lis
 
     The body limit must be in step with the API's MAX_BODY_BYTES (`api_limit`, when known).
     """
-    problems = [f"no {name} in {where}" for name in ("limit_req", "limit_conn") if not nginx.effective(chain, name)]
+    problems = [f"no {name} in {where}" for name in ("limit_req", "limit_conn")
+                if not nginx.effective(chain, name)]
     text = nginx.value(chain, "client_max_body_size")
     limit = nginx.size(text) if text else None
     if text is None:
@@ -172,12 +174,12 @@ def limits_shown(chain: nginx.Chain) -> str:
     zones = [a.removeprefix("zone=") for d in nginx.effective(chain, "limit_req") for a in d.args
              if a.startswith("zone=")]
     conns = [" ".join(d.args) for d in nginx.effective(chain, "limit_conn")]
-    return (f"bodies up to {nginx.value(chain, 'client_max_body_size')}, limit_req {', '.join(zones)}, "
-            f"limit_conn {', '.join(conns)}")
+    body = nginx.value(chain, "client_max_body_size")
+    return f"client_max_body_size {body}, limit_req {', '.join(zones)}, limit_conn {', '.join(conns)}"
 
 
-@check("EDGE-LIMITS", "body size, request rate and connections limited per client (nginx -T)", services=(EDGE,),
-       live=True)
+@check("EDGE-LIMITS", "body size, request rate and connections limited per client (nginx -T)",
+       services=(EDGE,), live=True)
 def check_limits(t: Target) -> Outcome:
     """One client must not take the API from the others: the edge limits each one's rate and open requests,
     and refuses bodies over the API's own limit before reading them.
@@ -192,6 +194,13 @@ def check_limits(t: Target) -> Outcome:
     problems = [p for where, chain in locations for p in limit_problems(chain, where, api_limit)]
     shown = dict.fromkeys(limits_shown(chain) for _, chain in locations)
     return result(not problems, f"{'; '.join(shown)} ({len(locations)} locations)", "; ".join(problems))
+
+
+def tokens_problems(config: nginx.Level) -> list[str]:
+    """The locations where nginx would name its version (server_tokens not off)."""
+    settings = ((where, nginx.value(chain, "server_tokens")) for where, chain in nginx.locations(config))
+    return [f"server_tokens {value or 'on (default)'} in {where}" for where, value in settings
+            if value != "off"]
 
 
 @check("EDGE-ERRORS", "edge-made errors are problem+json; no server version (nginx -T, and a 414)",
@@ -211,9 +220,8 @@ def check_errors(t: Target) -> Outcome:
         return FAIL, f"a GET with a long URI failed: {e}"
     problems = [f"status {answer.status}, expected 414"] if answer.status != 414 else []
     problems += problem_faults(answer)
-    problems += [f"Server: {v}"] if (v := server_version(answer)) else []
-    problems += [f"server_tokens {v or 'on (default)'} in {w}" for w, chain in nginx.locations(running_config(t))
-                 if (v := nginx.value(chain, "server_tokens")) != "off"]
+    problems += [f"Server: {version}"] if (version := server_version(answer)) else []
+    problems += tokens_problems(running_config(t))
     server = answer.headers.get("Server") or "none"
     return result(not problems, f"414 {answer.media_type()}, Server: {server}; server_tokens off",
                   "; ".join(problems))

@@ -64,7 +64,7 @@ def tokens(text: str) -> Iterator[str]:
 
 
 def bare(text: str, i: int) -> tuple[str, int]:
-    """The unquoted word starting at text[i], where `${name}` is part of the word: (it, the index after it)."""
+    """The bare word starting at text[i] (`${name}` is part of it): (the word, the index after it)."""
     start, in_variable = i, False
     while i < len(text) and not text[i].isspace():
         if text[i] == "{" and text[i - 1:i] == "$":
@@ -177,7 +177,8 @@ def value(chain: Chain, name: str) -> str | None:
 
 def proxied(config: Level) -> list[tuple[str, Chain]]:
     """The locations that pass requests on (proxy_pass)."""
-    return [(where, chain) for where, chain in locations(config) if any(d.name == "proxy_pass" for d in chain[-1])]
+    return [(where, chain) for where, chain in locations(config)
+            if any(d.name == "proxy_pass" for d in chain[-1])]
 
 
 TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}

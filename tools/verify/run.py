@@ -47,7 +47,7 @@ SWARM = Orchestrator("swarm", "Swarm stack", SWARM_SERVICES, "no Swarm service",
 
 
 def expected(on: Orchestrator, targets: dict[str, Target], profile: str) -> tuple[str, ...]:
-    """The services to check: all of the orchestrator's, less a prod-only one (the edge) that a dev stack lacks."""
+    """The services to check: the orchestrator's, less a prod-only one (the edge) that a dev stack lacks."""
     return tuple(s for s in on.services if s in targets or profile != "dev" or s not in PROD_ONLY)
 
 

@@ -268,7 +268,8 @@ class SwarmTarget(Target):
 
     def published(self, port: int | None = None) -> tuple[str, int] | None:
         """Where this host reaches the service's target `port` (default: its first published TCP port)."""
-        ports = [p for p in self.endpoint_ports() if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"
+        ports = [p for p in self.endpoint_ports()
+                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"
                  and (port is None or p.get("TargetPort") == port)]
         if not ports:
             return None

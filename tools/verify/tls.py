@@ -34,7 +34,8 @@ class ClientCannot(Exception):
     """This host's OpenSSL cannot offer the protocol version: nothing was learnt about the server."""
 
 
-def client(low: ssl.TLSVersion, high: ssl.TLSVersion | None = None, any_cipher: bool = False) -> ssl.SSLContext:
+def client(low: ssl.TLSVersion, high: ssl.TLSVersion | None = None,
+           any_cipher: bool = False) -> ssl.SSLContext:
     """A client context for versions low..high that reads any certificate and trusts none."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False

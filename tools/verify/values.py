@@ -72,7 +72,7 @@ def is_loopback(host_ip: str) -> bool:
 
 
 def published_port(attrs: dict, port: int | None = None) -> tuple[str, int] | None:
-    """Where this host reaches the service: (host, port) of its first TCP binding, or of container `port`'s."""
+    """Where this host reaches the service: (host, port) of its first TCP binding, or container `port`'s."""
     for container_port, host_ip, host_port in port_bindings(attrs):
         if port and container_port != f"{port}/tcp":
             continue
