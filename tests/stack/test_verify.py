@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from compose_stack import COMPOSE_FILES
-from tools.verify.model import API, PGADMIN, POSTGRES, SERVICES
+from tools.verify.model import API, EDGE, PGADMIN, POSTGRES, SERVICES
 from tools.verify.run import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +118,9 @@ WEAKENINGS = [
     ("env-password", API, {(API, "ENV-NO-SECRETS")}),
     ("public-port", PGADMIN, {(PGADMIN, "PORTS-LOOPBACK")}),
     ("nnp-false", POSTGRES, {(POSTGRES, "NO-NEW-PRIVS")}),
+    ("api-port", API, {(API, "API-UNPUBLISHED")}),
+    ("tls-expired", EDGE, {(EDGE, "EDGE-TLS-CERT")}),
+    ("tls-off", EDGE, {(EDGE, "EDGE-TLS-CERT"), (EDGE, "EDGE-TLS-VERSIONS"), (EDGE, "EDGE-HSTS")}),
 ]
 
 
