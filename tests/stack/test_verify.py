@@ -85,7 +85,8 @@ def expected_ids() -> set[tuple[str, str]]:
 def test_prod_stack_passes_and_reports_every_check(stack):
     r = run_verify(stack, "--json", "--wait", "120")
     report = json.loads(r.stdout)
-    assert r.returncode == 0, [f for f in report["findings"] if f["result"] != "pass"]
+    assert r.returncode == 0, [(f["service"], f["id"], f["detail"]) for f in report["findings"]
+                               if f["result"] != "pass"]
     assert report["profile"] == "prod" and report["benchmark"] == "CIS Docker Benchmark 1.6.0"
     assert {(f["service"], f["id"]) for f in report["findings"]} == expected_ids()
     assert report["summary"] == {"pass": len(expected_ids()), "warn": 0, "fail": 0}
@@ -131,7 +132,8 @@ def test_weakened_stack_fails_the_right_check(stack, name, service, expected):
     report = json.loads(r.stdout)
     assert r.returncode == 1
     assert report["profile"] == "prod"  # the override is a third file: still the prod stack
-    assert failures(report) == expected
+    assert failures(report) == expected, [(f["service"], f["id"], f["detail"]) for f in report["findings"]
+                                          if f["result"] == "fail"]
 
 
 def test_every_weakening_file_is_tested():

@@ -1,7 +1,8 @@
 """What the checks look at: a Compose service's container, or a Swarm service seen as one.
 
 A `Target` wraps one service's `docker inspect` record and the live calls a
-check may make (`top`, `exec`, an HTTP GET on its published port). A
+check may make (`top`, `exec`, where a container port is published, an HTTP
+GET on its address: the API's through the stack's entry point). A
 `SwarmTarget` is the adapter that lets the same checks read a Swarm service:
 its spec is reshaped into a container record (`spec_attrs`), and the live
 calls go to the containers of its tasks on this node. Both also answer the
