@@ -322,6 +322,16 @@ def test_published_database_fails():
         FAIL, "published on 127.0.0.1:5432->5432/tcp (host)")
 
 
+def test_published_api_fails():
+    assert one("API-UNPUBLISHED", API) == (PASS, "not published")
+
+    def publish(s, facts):
+        spec(s)["EndpointSpec"] = {"Ports": [{"Protocol": "tcp", "TargetPort": 5000, "PublishedPort": 5000,
+                                              "PublishMode": "ingress"}]}
+    assert one("API-UNPUBLISHED", API, captured(**{API: publish})) == (
+        FAIL, "published on *:5000->5000/tcp (ingress)")
+
+
 def test_the_api_is_probed_through_the_proxy():
     api = targets(cls=SwarmTarget)[API]
     calls = []

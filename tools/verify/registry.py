@@ -117,8 +117,8 @@ def module(entry: Entry) -> str:
 
 
 def table() -> list[Entry]:
-    """The whole check table: MODULES' checks in that order, each module's in its own (whatever was
-    imported first), then any drill defined elsewhere.
+    """The whole check table: the checks of MODULES in that order, each module's in its own, whatever
+    was imported first; the drills last.
 
     Importing the modules that define checks fills it.
     """
