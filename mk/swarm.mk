@@ -1,16 +1,16 @@
 # Docker Swarm targets (compose.yaml + compose.prod.yaml + compose.swarm.yaml); included by the
 # Makefile after mk/stack.mk, whose .env and secret-file rules they reuse. tools/swarm.py does the
 # work; docs/swarm.md explains it.
-#   make swarm-up SWARM_API_PORT=5100 API_REPLICAS=3     (the defaults)
+#   make swarm-up SWARM_API_PORT=5100 SWARM_API_TLS_PORT=5543 API_REPLICAS=3     (the defaults)
 SWARM_STACK ?= items-swarm
 SWARM := SECRETS_DIR=$(SECRETS_DIR) SWARM_STACK=$(SWARM_STACK) $(PYTHON) tools/swarm.py
 
 .PHONY: swarm-up swarm-update swarm-down swarm-verify
 
-swarm-up: .env $(SECRET_FILES)  ## Deploy to Docker Swarm (single node if none), wait until healthy
+swarm-up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Deploy to Docker Swarm (single node if none), wait until healthy
 	$(SWARM) up
 
-swarm-update: .env $(SECRET_FILES)  ## Rebuild the API image and roll it out task by task
+swarm-update: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Rebuild the images and roll them out task by task
 	$(SWARM) update
 
 swarm-down:  ## Remove the Swarm stack (volumes kept); leave the swarm if swarm-up made it

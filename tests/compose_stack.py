@@ -34,6 +34,11 @@ BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:
                "nginx:1.30-trixie")
 SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# The edge's per-client limits in test stacks: every test client on this host reaches the edge
+# through docker-proxy, as one address, and the suites send far more than one user would. The
+# scenarios about the limits themselves set the edge's defaults back (or their own).
+GENEROUS_EDGE_LIMITS = {"EDGE_READ_RATE": "10000", "EDGE_READ_BURST": "10000", "EDGE_WRITE_RATE": "10000",
+                        "EDGE_WRITE_BURST": "10000", "EDGE_CLIENT_CONNECTIONS": "10000"}
 # Variables that would make Compose read other files or start other services than the test's.
 FOREIGN_COMPOSE_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES",
                             "TLS_CERT_FILE", "TLS_KEY_FILE")
@@ -128,7 +133,8 @@ def new_stack(docker: Docker, tmp: Path, *, project: str, label: str, api_port: 
     env_file = tmp / f"{label}.env"
     env_file.write_text("")
     env = {**os.environ, "SECRETS_DIR": str(tmp / "secrets"), "API_PORT": str(api_port),
-           "API_TLS_PORT": str(tls_port), "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email}
+           "API_TLS_PORT": str(tls_port), "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email,
+           **GENEROUS_EDGE_LIMITS}
     for name in FOREIGN_COMPOSE_SETTINGS:
         env.pop(name, None)
     bundle = ca_bundle()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from urllib.parse import urlsplit
@@ -59,6 +60,21 @@ def raw_exchange(server, request: bytes, *, body_chunks=(), timeout: float = T) 
         sock.close()
 
 
+def read_to_close(sock: socket.socket, timeout: float = T) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` seconds pass)."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        received += data
+    return received
+
+
 def parse_raw(received: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -79,18 +95,23 @@ def _hpack_literal(name: str, value: str) -> bytes:
     return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
 
 
-def h2_partial_posts(server, streams: int = 4) -> bytes:
-    """The attack on cleartext HTTP/2: POST streams with part of each body, then hang up."""
+def h2_partial_posts(server, streams: int = 4, tls: ssl.SSLContext | None = None) -> bytes:
+    """The attack on HTTP/2: POST streams with part of each body, then hang up. Cleartext with
+    prior knowledge, or over TLS with `tls` (a context that offers h2 by ALPN). The first bytes
+    the server answered (b"" for none)."""
     host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
     frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(0x4, 0, 0, b"")  # preface, SETTINGS
     for n in range(streams):
         stream = 2 * n + 1
         block = b"".join(_hpack_literal(k, v) for k, v in (
-            (":method", "POST"), (":scheme", "http"), (":path", "/items"), (":authority", "x"),
+            (":method", "POST"), (":scheme", "https" if tls else "http"), (":path", "/items"), (":authority", "x"),
             ("content-type", "application/json"), ("content-length", "1000")))
         frames += _h2_frame(0x1, 0x4, stream, block)  # HEADERS, END_HEADERS
         frames += _h2_frame(0x0, 0, stream, b'{"name": ')  # DATA, not the end of the stream
-    with socket.create_connection((host, port), timeout=5) as sock:
+    sock = socket.create_connection((host, port), timeout=5)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname=host)
+    with sock:
         sock.sendall(frames)
         try:
             return sock.recv(4096)

@@ -182,8 +182,10 @@ def granian_workers(main_pid: int) -> list[int]:
 
 
 # What HTTP itself puts in an answer; an OpenAPI document describes the other headers.
+# HTTP's own headers, and the one the TLS terminator adds (the edge, on HTTPS only): the
+# document describes the API, not the connection.
 _FRAMING_HEADERS = {"content-type", "content-length", "date", "server", "connection", "transfer-encoding",
-                    "keep-alive"}
+                    "keep-alive", "strict-transport-security"}
 
 
 def undocumented(document: dict[str, Any], method: str, path: str, response: requests.Response) -> list[str]:

@@ -71,18 +71,21 @@ SCENARIOS = """\
   further out: a 20 s outage, and 16 clients instead of 4.
 - **API SIGKILLed.** The same load; the API container's main process is SIGKILLed from the host
   (`docker kill` would count as a manual stop and the restart policy would not act). The
-  restart policy must bring it back healthy (`RestartCount` + 1, not OOM-killed). Clients may
-  see connection errors during the gap only: none on a request that ended before the kill, none
-  on a request sent once the API was healthy again (its health check); never a client timeout,
-  a 5xx or any other non-2xx answer. Writes must be served again after the last error, and every
-  acknowledged write stored as sent (as above). *Recovery*: kill to the first write served.
+  restart policy must bring it back healthy (`RestartCount` + 1, not OOM-killed). The clients
+  go through the edge, which stays up and answers for the API while it is away: 502
+  problem+json (504 when it waited its connect timeout on an address that had gone). Those
+  may come during the gap only: none on a request that ended before the kill, none on a request
+  sent once the API was healthy again (its health check). Every request must be answered (no
+  client timeout, no dropped connection) and nothing else than 2xx. Writes must be served again
+  after the last 502/504, and every acknowledged write stored as sent (as above). *Recovery*:
+  kill to the first write served.
 - **API stopped.** The same load, with more clients than threads and no pauses, so that requests
-  are always in flight; `docker compose stop flask-api`. Nothing may be answered other than
-  2xx, no request may time out, and none may fail before the stop begins. On SIGTERM Granian
-  stops accepting and finishes every request it has read; a connection with no request read yet
-  is closed (hyper's graceful shutdown). So every request in flight when Granian got SIGTERM
-  (its "Shutting down" log line) that was answered must have been answered 201, and one that got
-  no answer (its connection closed) must have been sent less than 200 ms before SIGTERM: still
+  are always in flight; `docker compose stop flask-api`. Every request must be answered, with
+  2xx or, once the API takes no more, the edge's 502/504 problem+json, and none may fail before
+  the stop begins. On SIGTERM Granian stops accepting and finishes every request it has read; a
+  connection with no request read yet is closed (hyper's graceful shutdown). So every request in
+  flight when Granian got SIGTERM (its "Shutting down" log line) must have been answered 201 by
+  the API, except one sent less than 200 ms before SIGTERM (the edge answers 502 for it): still
   unread in its socket, which the API, under a CPU limit, reads within one or two 100 ms CFS
   periods (the details say whether any such write was stored anyway). The workers must have
   drained within Granian's kill timeout (`workers_kill_timeout`, 8 s, app/serve.py: SIGTERM to
@@ -99,26 +102,63 @@ SCENARIOS = """\
   registered in pgAdmin through its web API (logged in with its CSRF token) before `docker
   compose down` (volumes kept); after `up`, the same digest, every item readable and equal, the
   pgAdmin server still listed after a fresh login, the same named volumes.
-- **256 keep-alive connections.** 256 HTTP/1.1 keep-alive connections at once (asyncio, one
-  thread), each sending its next request when the previous answer arrived: three listings of
-  100 items in four, one write. The API must not be OOM-killed or restarted under its 256 MiB
+- **256 keep-alive connections.** 256 HTTP/1.1 keep-alive connections at once to the edge
+  (asyncio, one thread), each sending its next request when the previous answer arrived: three
+  listings of 100 items in four, one write. The API must not be OOM-killed or restarted under its 256 MiB
   limit, and `pg_stat_activity` (sampled every 0.2 s) must never show more connections of the
   `app` role than `WORKERS × DB_POOL_MAX`. All 256 connections must be open at once, and the
   server may neither refuse nor close one (not even after an answer). Load the pool cannot take
   may be shed as 503 problem+json with `Retry-After`; every other answer must be a 200 or a 201
   (both seen), and no request may time out (15 s).
-- **Hostile input.** `tests/api/test_hostile_input.py` runs against the container (`TEST_API_URL`);
-  every test of it that must change nothing compares a digest of the items table before and
-  after, taken from the container's database (where its requests go), not the test session's;
-  the additions cover SQL injection in every string field (stored verbatim) and query parameter
-  and path (refused, naming the parameter), 10 MB bodies (declared, sent, chunked), chunked
-  bodies, header floods, slow clients and path tricks, each with the table digested before and
-  after. Schemathesis runs every check in every phase (stateful links included) against the
-  container's `/openapi.json`, from the repository root so that `schemathesis.toml` applies.
-  Refusals must be 4xx problem+json, except the answers Granian gives itself, before the app sees
-  the request, with an empty body: 431 for more than 100 header fields or headers larger than its
-  buffer, 414 for a too long request line, 400 for messages that are not valid HTTP/1.1 (a NUL or
-  a space in the target, a malformed or doubled Content-Length, an unsupported transfer coding).
+- **Hostile input.** `tests/api/test_hostile_input.py` runs against the API container itself
+  (`TEST_API_URL`: its address on the `edge` network, past the edge, since that corpus states
+  what the API and Granian do); every test of it that must change nothing compares a digest of
+  the items table before and after, taken from the container's database (where its requests
+  go), not the test session's. Through the edge, as clients meet the API: the additions cover
+  SQL injection in every string field (stored verbatim) and query parameter and path (refused,
+  naming the parameter), 10 MB bodies (declared, sent, chunked: 413), chunked bodies, header
+  floods and path tricks, each with the table digested before and after; schemathesis runs every
+  check in every phase (stateful links included) against `/openapi.json`, from the repository
+  root so that `schemathesis.toml` applies. Refusals must be 4xx problem+json, the API's or the
+  edge's: 400 for a message that is not valid HTTP/1.1 (a NUL, a space or a control character
+  in the target, Content-Length beside chunked), 414 for a request line over 8 KiB, 431 for a
+  header field over 8 KiB or headers over the edge's four 8 KiB buffers; a transfer coding the
+  edge does not implement is 501 problem+json (RFC 9112 section 6.1). Well-formed chunked bodies
+  are read whole by the edge and stored exactly as sent; a chunked body cut short by the
+  client's end of stream may be closed without an answer (RFC 9112 section 8), and is not
+  stored. A client may send 97 header fields besides Host (Granian reads 100; the edge adds
+  three); with more, in fewer bytes than the edge's buffers, Granian's own 431 with an empty
+  body passes the edge: a known failure.
+- **Request smuggling.** Ten messages whose length is ambiguous (Content-Length beside chunked in
+  either order, two Content-Lengths equal or not, a Content-Length list, an obfuscated or
+  doubled or unknown Transfer-Encoding, HTTP/1.0 with chunked), each with a complete second
+  request in its body. Each must get exactly one answer from the edge, 400 (501 for an unknown
+  coding) problem+json with `Connection: close`; the API's log must hold neither the probes nor
+  the hidden requests (by request id), the edge's access log each probe once. A control message
+  framed one way only, with the same hidden request in its body, must reach the API as exactly
+  one request (422).
+- **Slow clients.** 256 stalled request bodies (the headers of a `POST` declaring
+  `MAX_BODY_BYTES`, a few bytes of body, then nothing) and 256 slowloris connections (a request
+  line, then one header line every 3 s), from throwaway containers on the stack's `edge` network:
+  every client on the test host is one address to the edge (docker-proxy's), so the abusers need
+  addresses of their own, as many as it takes for the edge to hold every stalled body (per
+  address, no more than its write burst + 1 admits at once, nor its connection limit). The edge
+  runs its documented defaults for this scenario and the next (read back from `nginx -T`).
+  Meanwhile another client, on the host, sends `GET /health` and `GET /items/<id>` every 0.1 s:
+  each must be answered 200 within 1 s, throughout (at least one a second while every abusive
+  connection is open). The edge must close every abusive connection without an answer, not
+  before its client timeout (`EDGE_CLIENT_TIMEOUT`, 10 s) less 1 s (so it held them) and within
+  it plus 3 s; none may reach the API (its log names no abuser's address); the edge must not be
+  restarted or OOM-killed (its memory is reported).
+- **Greedy client.** From a container of its own: `GET /health/live` back to back on 8
+  connections for 3 s, then `POST /items` with an empty object (422, nothing stored), then more
+  requests open at once than the edge's connection limit (stalled `POST`s paced under the write
+  rate). Reads and writes must be served within the burst and the rate (at least the burst + 1,
+  at most that plus the rate for every second of the flood and one more), the rest refused 429
+  problem+json with a `Retry-After` in seconds; exactly the requests over the connection limit
+  must get 429. The edge's error log must name that client's address for every limit and no
+  other address; the other client, on the host, sending reads and valid writes all along, must
+  be served every time (200 and 201 only).
 - **Worst-case bodies.** As many clients as the API has request threads send, over and over,
   the costliest bodies `MAX_BODY_BYTES` allows: an object full of unknown members, JSON nested as
   deep as the body allows, a price of tens of thousands of digits, a description of escaped
@@ -126,19 +166,24 @@ SCENARIOS = """\
   `/health/live`, probed every 0.1 s, must answer within 1 s throughout; the API must not be
   OOM-killed or restarted, and its anonymous memory (cgroup, sampled with each probe; page cache
   is reclaimed before any OOM kill and is reported beside it) must stay under half its limit.
-- **Cleartext HTTP/2.** Connections open HTTP/2 with prior knowledge, start four `POST` streams
-  each with part of a body, and hang up. The API speaks HTTP/1.1 only: no connection may be
-  answered as HTTP/2, and afterwards `/health/live`, a listing and `/health` must each answer 200
-  five times within 3 s, with no API restart.
-- **Secrets.** After everything else: none of the three generated secret values in any
-  container's `docker inspect` record (environment included), the API image's `docker history
-  --no-trunc` or inspect record, any file of the image (`docker export` of a created container),
-  the stack's logs (also those saved before `down`), or any response body the suite received.
+- **HTTP/2 streams dropped.** Connections start four `POST` streams each with part of a body, and
+  hang up. On the edge's plain port, with prior knowledge: it speaks HTTP/1.1 there, so every
+  connection must be refused with an HTTP/1.1 400, never answered as HTTP/2. Over TLS, where the
+  edge speaks HTTP/2 (ALPN): every connection must be answered as HTTP/2, and no half-sent body
+  may reach the API (no `POST` in its log). Afterwards `/health/live`, a listing and `/health`
+  must each answer 200 five times within 3 s (over HTTPS for the second), with no restart.
+- **Secrets.** After everything else: none of the three generated secret values, nor the edge's
+  TLS private key, in any container's `docker inspect` record (environment included), the API's
+  or the edge's image's `docker history --no-trunc` or inspect record, any file of either image
+  (`docker export` of a created container), the stack's logs (also those saved before `down`), or
+  any response body the suite received.
 - **Exposure.** Published ports (`docker inspect`, `docker compose port`), the host's listening
   sockets (`/proc/net/tcp*`) and the `docker-proxy` processes for the stack's containers: only
-  127.0.0.1:&lt;API port&gt; and 127.0.0.1:&lt;pgAdmin port&gt;. PostgreSQL publishes nothing, is
-  attached to the internal `backend` network only, and `pg_isready` from a container on the
-  `edge` network or on a fresh network gets no answer, while one on `backend` does.
+  127.0.0.1:&lt;API port&gt; and 127.0.0.1:&lt;API TLS port&gt; (the edge) and
+  127.0.0.1:&lt;pgAdmin port&gt;; the API and PostgreSQL publish nothing. PostgreSQL is attached
+  to the internal `backend` network only, the edge to the `edge` network only, and `pg_isready`
+  from a container on the `edge` network or on a fresh network gets no answer, while one on
+  `backend` does.
 """
 
 
@@ -209,8 +254,11 @@ make reliability-report            # this file again from the last results
 
 The suite starts its own stack (project `items-rel`, or `$RELIABILITY_PROJECT`; built by
 tests/compose_stack.py) on free loopback ports with its own secrets, beside the container
-suite's (tests/stack, `items-e2e`) and a user's own; it removes it, volumes included, at the end. Tests that damage the stack restore it before
-they return. Without a Docker engine the tests skip, except under `CI=true` (which `.ci/run`
+suite's (tests/stack, `items-e2e`) and a user's own; it removes it, volumes included, at the end.
+Its edge lifts the per-client rate and connection limits, since every client on the test host
+is one address to it (the load scenarios stand for many clients); the slow and greedy client
+scenarios put the documented defaults back for their run. Tests that damage the stack restore
+it before they return. Without a Docker engine the tests skip, except under `CI=true` (which `.ci/run`
 sets), where they fail.
 `RELIABILITY_SEED` fixes schemathesis' seed (printed in the details above).
 """)

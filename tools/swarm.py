@@ -9,9 +9,9 @@
 `up` initialises a single-node swarm when the engine is in none (advertising
 127.0.0.1, its control port on loopback, published ports bound to
 SWARM_BIND_ADDRESS, 127.0.0.1 by default), labels the node for PostgreSQL,
-builds the API image and tags it by content, checks the connection budget,
-deploys with `docker stack deploy` and waits until every service runs its
-desired tasks, healthy. `update` does the same to an existing stack and
+builds the API and edge images and tags them by content, checks the
+connection budget, deploys with `docker stack deploy` and waits until every
+service runs its desired tasks, healthy. `update` does the same to an existing stack and
 reports whether the rolling update completed or was rolled back. `down`
 removes the stack with its secrets and configs (volumes only with --volumes)
 and leaves the swarm if this tool created it and no other service runs there.
@@ -25,14 +25,18 @@ swarm file must say what replaces them.
 Settings (environment, or .env / --env-file for the compose variables):
     SWARM_STACK          stack name (default items-swarm; not `items`, whose
                          volume names belong to the Compose stack)
-    API_IMAGE            deploy this image instead of building one
+    API_IMAGE            deploy this API image instead of building one
+    EDGE_IMAGE           deploy this edge (nginx) image instead of building one
     API_REPLICAS         API tasks (default 3)
-    SWARM_API_PORT       the API's port, through the proxy (default 5100)
+    SWARM_API_PORT       the API's HTTP port, on the edge (default 5100)
+    SWARM_API_TLS_PORT   the API's HTTPS port, on the edge (default 5543)
     SWARM_PGADMIN_PORT   pgAdmin's port (default 5150)
     SWARM_BIND_ADDRESS   address published ports bind to, for a swarm this
                          tool creates (default 127.0.0.1)
     PG_MAX_CONNECTIONS   PostgreSQL's max_connections (default 100; see the budget)
     SECRETS_DIR          the secret files (default ./secrets)
+    TLS_CERT_FILE, TLS_KEY_FILE   the edge's certificate and key (default: a
+                         self-signed pair for localhost, made in SECRETS_DIR)
     EXTRA_CA_BUNDLE      CA bundle for pip while building (see README)
 
 Exit codes: 0 done, 1 the stack did not converge (or an update rolled back),
@@ -61,7 +65,10 @@ BUILD_FILES = ("compose.yaml", "compose.prod.yaml")
 STACK_FILES = (*BUILD_FILES, "compose.swarm.yaml")
 DEFAULT_STACK = "items-swarm"
 API_SERVICE = "flask-api"
-API_REPOSITORY = "items-api"  # compose.yaml's image (items-api:local), tagged here by content
+EDGE_SERVICE = "edge"
+# The services built here, with the variable that names a prebuilt image instead. Their
+# images (items-api:local, items-edge:local) are tagged here by content.
+BUILT = {API_SERVICE: "API_IMAGE", EDGE_SERVICE: "EDGE_IMAGE"}
 NAMESPACE = "com.docker.stack.namespace"
 DB_NODE_LABEL = "items.db"  # where PostgreSQL (and its volume) live: compose.swarm.yaml's constraint
 INIT_LABEL = "items.swarm-init"  # on the node: this tool initialised the swarm
@@ -341,6 +348,15 @@ class Swarm:
                 path.write_text(secrets.token_urlsafe(32) + "\n")
                 path.chmod(0o644)
                 say(f"created {path}")
+        # The edge's TLS pair: the user's (TLS_CERT_FILE, TLS_KEY_FILE) or a self-signed one.
+        cert, key = self.secrets_dir / "tls.crt", self.secrets_dir / "tls.key"
+        if not (self.env.get("TLS_CERT_FILE") or self.env.get("TLS_KEY_FILE")) and not (
+                cert.exists() and key.exists()):
+            r = subprocess.run(["sh", str(ROOT / "tools" / "self_signed_tls.sh"), str(cert), str(key)],
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise CannotRun(f"could not make a self-signed TLS pair: {r.stderr.strip()[-500:]}")
+            say(f"created {cert} and {key} (self-signed for localhost)")
         return self.salt()
 
     def salt(self) -> bytes:
@@ -362,15 +378,21 @@ class Swarm:
                             f"{(r.stderr or '').strip()[-2000:]}")
         return r
 
-    def build(self) -> str:
-        """Build the API image as `make build` does, and return its content tag."""
-        say("building the API image (docker compose build flask-api)")
-        self.compose("build", API_SERVICE, files=BUILD_FILES, capture=False)
-        return self.tag_by_content(self.rendered_image(files=BUILD_FILES))
+    def images(self) -> dict[str, str]:
+        """The image each built service deploys, by its content tag.
 
-    def rendered_image(self, files=STACK_FILES) -> str:
-        model = json.loads(self.compose("config", "--format", "json", files=files).stdout)
-        return model["services"][API_SERVICE]["image"]
+        The API's is --image or API_IMAGE, the edge's EDGE_IMAGE; the others are
+        built as `make build` does.
+        """
+        given = {name: self.env.get(variable) or "" for name, variable in BUILT.items()}
+        given[API_SERVICE] = self.args.image or given[API_SERVICE]
+        missing = [name for name, ref in given.items() if not ref]
+        if missing:
+            say(f"building the images (docker compose build {' '.join(missing)})")
+            self.compose("build", *missing, files=BUILD_FILES, capture=False)
+            model = json.loads(self.compose("config", "--format", "json", files=BUILD_FILES).stdout)
+            given.update({name: model["services"][name]["image"] for name in missing})
+        return {name: self.tag_by_content(ref) for name, ref in given.items()}
 
     def tag_by_content(self, ref: str) -> str:
         """items-api:<12 hex of the image id>: a new build is a new reference, so a new service spec.
@@ -390,11 +412,9 @@ class Swarm:
             self.docker("image", "tag", ref, tagged)
         return tagged
 
-    def render(self, image: str | None) -> tuple[dict, dict]:
-        """(the merged compose model, the stack file for `docker stack deploy`)."""
-        env = dict(self.env)
-        if image:
-            env["API_IMAGE"] = image
+    def render(self, images: dict[str, str]) -> tuple[dict, dict]:
+        """(the merged compose model, the stack file for `docker stack deploy`), with these images."""
+        env = {**self.env, **{BUILT[name]: ref for name, ref in images.items() if ref}}
         rendered = json.loads(self.compose("config", "--format", "json", env=env).stdout)
         return rendered, to_stack(rendered, self.stack, content_versions(rendered, self.salt()))
 
@@ -493,10 +513,13 @@ class Swarm:
 
     def urls(self) -> None:
         api_port = self.env.get("SWARM_API_PORT", "5100")
+        tls_port = self.env.get("SWARM_API_TLS_PORT", "5543")
         pgadmin_port = self.env.get("SWARM_PGADMIN_PORT", "5150")
         host = self.gwbridge_binding() or "127.0.0.1"
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        print(f"\nAPI:      http://{host}:{api_port}  (stack {self.stack}, through its proxy on each node)")
+        print(f"\nAPI:      http://{host}:{api_port}  (stack {self.stack}, through the edge on each node)")
+        print(f"          https://localhost:{tls_port}  (certificate "
+              f"{self.env.get('TLS_CERT_FILE') or self.secrets_dir / 'tls.crt'})")
         print(f"pgAdmin:  http://{host}:{pgadmin_port}  (password in {self.secrets_dir}/pgadmin_password)")
         print(f"verify:   .venv/bin/python tools/verify_stack.py --swarm --stack {self.stack}")
 
@@ -512,18 +535,18 @@ class Swarm:
 
     def deploy_and_wait(self, update: bool) -> int:
         self.ensure_secret_files()
-        image = self.args.image or self.env.get("API_IMAGE")
-        image = self.tag_by_content(image) if image else self.build()
-        rendered, stack_file = self.render(image)
+        images = self.images()
+        rendered, stack_file = self.render(images)
         self.check_budget(rendered)
         before = self.service_state()
-        old = (before.get(API_SERVICE) or {}).get("image")
         if not before:
-            say(f"deploying stack {self.stack} with {image}")
-        elif old != image:
-            say(f"rolling update of {API_SERVICE}: {old} -> {image}")
-        else:
-            say(f"{API_SERVICE} already runs {image}" + ("" if not update else ": nothing new to roll out"))
+            say(f"deploying stack {self.stack} with {', '.join(images.values())}")
+        for name, image in images.items():
+            old = (before.get(name) or {}).get("image")
+            if before and old != image:
+                say(f"rolling update of {name}: {old} -> {image}")
+            elif before:
+                say(f"{name} already runs {image}" + ("" if not update else ": nothing new to roll out"))
         self.deploy(stack_file)
         state = self.wait(before, self.args.timeout)
         self.prune(stack_file)
@@ -560,16 +583,16 @@ class Swarm:
     def untag_images(self) -> None:
         """Drop the content tags (repo:<12 hex>) this tool made that no service runs any more.
 
-        Only the tags go: the layers stay as long as another tag (items-api:local) holds them.
+        Only the tags go: the layers stay as long as another tag (items-api:local...) holds them.
         """
         in_use = set()
         for name in self.docker.lines("service", "ls", "--format", "{{.Name}}"):
             in_use.add(self.docker("service", "inspect", "--format",
                                    "{{.Spec.TaskTemplate.ContainerSpec.Image}}", name).stdout.strip())
-        repo = API_REPOSITORY
-        for tag in self.docker.lines("image", "ls", repo, "--format", "{{.Tag}}"):
-            if re.fullmatch(r"[0-9a-f]{12}", tag) and f"{repo}:{tag}" not in in_use:
-                self.docker("image", "rm", f"{repo}:{tag}", check=False)
+        for repo in ("items-api", "items-edge"):  # the images of BUILT, as compose.yaml names them
+            for tag in self.docker.lines("image", "ls", repo, "--format", "{{.Tag}}"):
+                if re.fullmatch(r"[0-9a-f]{12}", tag) and f"{repo}:{tag}" not in in_use:
+                    self.docker("image", "rm", f"{repo}:{tag}", check=False)
 
     def remove_volumes(self) -> None:
         names = self.docker.lines("volume", "ls", "--filter", f"label={NAMESPACE}={self.stack}",
@@ -610,7 +633,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("up", "update", "down", "render"))
     p.add_argument("--stack", default=os.environ.get("SWARM_STACK") or DEFAULT_STACK, help="stack name")
-    p.add_argument("--image", help="deploy this image (default: build it; API_IMAGE works too)")
+    p.add_argument("--image", help="deploy this API image (default: build it; API_IMAGE works too)")
     p.add_argument("--env-file", help="compose variables from this file instead of .env")
     p.add_argument("--volumes", action="store_true", help="down: remove the stack's volumes too")
     p.add_argument("--timeout", type=float, default=WAIT_SECONDS, help="seconds to wait for convergence")
@@ -625,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         swarm = Swarm(args)
         if args.command == "render":
-            _, stack_file = swarm.render(args.image or os.environ.get("API_IMAGE"))
+            _, stack_file = swarm.render({API_SERVICE: args.image or ""})
             print(json.dumps(stack_file, indent=2))
             return 0
         return getattr(swarm, args.command)()

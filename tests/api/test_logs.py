@@ -39,6 +39,28 @@ def test_each_request_logs_one_line_with_the_contract_fields(api, server):
     assert isinstance(line["duration_ms"], float)
 
 
+def test_a_direct_client_is_logged_by_its_own_address_whatever_it_forwards(api, server):
+    """Without a proxy in front (PROXY_HOPS=0, the default), X-Forwarded-For is the client's own
+    claim: the log keeps the peer's address."""
+    request_id = f"log-{uuid.uuid4().hex}"
+    api.get("/health/live", headers={"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.7"})
+    (line,) = request_lines(server, request_id)
+    assert line["client"] == "127.0.0.1"
+
+
+def test_behind_one_proxy_the_log_names_the_address_it_forwarded(migrated, tmp_path):
+    server = Server({**migrated.env(tmp_path), "PROXY_HOPS": "1"}, tmp_path / "server.log")
+    request_id = f"hop-{uuid.uuid4().hex}"
+    try:
+        requests.get(server.url + "/health/live", timeout=5,
+                     headers={"X-Request-ID": request_id, "X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+        (line,) = request_lines(server, request_id)
+    finally:
+        server.stop()
+    # One trusted hop: the last address, the one the proxy itself saw; never the first.
+    assert line["client"] == "203.0.113.7"
+
+
 def test_request_bodies_and_passwords_never_reach_the_log(api, server, migrated):
     marker = f"body-secret-{uuid.uuid4().hex}"
     request_id = f"log-{uuid.uuid4().hex}"

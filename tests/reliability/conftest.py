@@ -3,8 +3,10 @@
 The stack is built as the container suite's is (tests/compose_stack.py: compose.yaml +
 compose.prod.yaml, free loopback ports, secrets of its own, leftovers removed first, everything
 removed at the end), under another project name (`items-rel`, or $RELIABILITY_PROJECT) so both
-suites can run in one session. Without a Docker engine the tests skip, except under CI=true,
-where they fail (the `docker` fixture of tests/conftest.py).
+suites can run in one session. One difference: the edge's per-client limits are lifted, since
+every client on this host is one address to it (reliability_support.ONE_ADDRESS_FOR_EVERYONE);
+the scenarios about those limits restore the defaults. Without a Docker engine the tests skip,
+except under CI=true, where they fail (the `docker` fixture of tests/conftest.py).
 
 Tests that damage the stack (stop or kill a service, `down`) restore it before they return, so
 the modules run in any subset; they are numbered in the order the full run wants: hostile input
@@ -20,7 +22,14 @@ from collections.abc import Iterator
 
 import pytest
 from compose_stack import Stack, new_stack, running_stack
-from reliability_support import ARTIFACTS, BodyScanner, Results, StackOps
+from reliability_support import (
+    ARTIFACTS,
+    ONE_ADDRESS_FOR_EVERYONE,
+    BodyScanner,
+    Results,
+    StackOps,
+    secret_values,
+)
 
 from tools.docker_cli import Docker
 
@@ -31,6 +40,7 @@ _STARTED = [time.monotonic()]  # reset when the stack starts: the suite's own ti
 def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = new_stack(docker, tmp_path_factory.mktemp("reliability-stack"), label="reliability",
                          project=os.environ.get("RELIABILITY_PROJECT", "items-rel"))
+    settings.env.update(ONE_ADDRESS_FOR_EVERYONE)
     _STARTED[0] = time.monotonic()
     with running_stack(settings) as s:
         yield s
@@ -39,7 +49,7 @@ def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="session")
 def bodies(stack) -> BodyScanner:
     """Every response body the suite reads goes through here (checked for secret values)."""
-    return BodyScanner(stack.secrets)
+    return BodyScanner(secret_values(stack))
 
 
 @pytest.fixture(scope="session")

@@ -9,18 +9,31 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tools.docker_cli import DockerError
 
 ROOT = Path(__file__).resolve().parents[2]
+ABUSERS = Path(__file__).resolve().parent / "abusers"
+ABUSER_IMAGE = "python:3.14-slim-trixie"
+# Every client of this suite but the abusers runs on the test host, and the edge sees them all at
+# one address (docker-proxy's): at its per-client defaults, the loads of the fault and load
+# scenarios would be refused with 429s as one greedy client's. So the suite's edge lets one
+# address do anything (the largest values nginx takes); the scenarios about these limits
+# (test_rel_12_edge_abuse.py) put the documented defaults back for their run.
+ONE_ADDRESS_FOR_EVERYONE = {"EDGE_READ_RATE": "100000", "EDGE_READ_BURST": "100000", "EDGE_WRITE_RATE": "100000",
+                            "EDGE_WRITE_BURST": "100000", "EDGE_CLIENT_CONNECTIONS": "65535"}
 ARTIFACTS = Path(os.environ.get("RELIABILITY_ARTIFACTS") or ROOT / "test-artifacts" / "reliability")
 RESULTS = Path(os.environ.get("RELIABILITY_RESULTS") or ARTIFACTS / "results.json")
 PROBLEM = "application/problem+json"
@@ -30,15 +43,6 @@ TABLE_DIGEST = (
     "SELECT count(*) || ' ' || coalesce(md5(string_agg(concat_ws('|', id, name, description, price,"
     " quantity, version, created_at, updated_at), ',' ORDER BY id)), '') FROM app.items WHERE {where}"
 )
-
-
-class KnownFailure(AssertionError):
-    """The one failure a strict-xfail test expects (any other error still fails the test)."""
-
-
-def known(condition: bool, message: str) -> None:
-    if not condition:
-        raise KnownFailure(message)
 
 
 def scale() -> float:
@@ -185,6 +189,14 @@ class BodyScanner:
         with self._lock:
             self.bytes += len(data)
             self.hits.extend(f"{name} in {where}" for name in found)
+
+
+def secret_values(stack) -> dict[str, str]:
+    """What must never leak, by name: the stack's generated secret values, and a line of the edge's
+    TLS private key (the second of its PEM body: key material, not the header every key shares)."""
+    key = [line for line in (stack.tls_cert.parent / "tls.key").read_text().splitlines()
+           if line and not line.startswith("-----")]
+    return {**stack.secrets, "tls_key": key[1]}
 
 
 # Granian closes a keep-alive connection on which no request has come for its header-read timeout
@@ -345,6 +357,45 @@ class StackOps:
             assert time.monotonic() < deadline, f"the API's /health did not return to 200 in {timeout:.0f} s"
             time.sleep(0.2)
 
+    def edge_limits(self) -> EdgeLimits:
+        """The edge's per-client limits and client timeout, read from its running configuration."""
+        return EdgeLimits.parse(self.docker("exec", self.container("edge"), "nginx", "-T").stdout)
+
+    @contextmanager
+    def edge_settings(self, **settings: str) -> Iterator[None]:
+        """The edge recreated with these EDGE_* settings ("" for the image's default), and
+        recreated as it was afterwards; the other services are left alone."""
+        before = {name: self.stack.env.get(name) for name in settings}
+
+        def recreate(values: dict[str, str | None]) -> None:
+            for name, value in values.items():
+                if value is None:
+                    self.stack.env.pop(name, None)
+                else:
+                    self.stack.env[name] = value
+            self.stack.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "60", "edge",
+                               timeout=120)
+
+        recreate(dict(settings))
+        try:
+            yield
+        finally:
+            recreate(before)
+
+    def request_log(self, since: str, service: str = "flask-api") -> list[dict]:
+        """The JSON lines a service logged since `since` (a timestamp `docker logs` takes), parsed;
+        the API writes one per request (request_id, method, path, status, client)."""
+        out = self.docker("logs", "--since", since, self.container(service), timeout=60)
+        lines = []
+        for line in (out.stdout + out.stderr).splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                lines.append(record)
+        return lines
+
     def save_logs(self, tag: str) -> Path:
         """`docker compose logs` of every service, kept before containers are removed."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -355,6 +406,98 @@ class StackOps:
 
     def close(self) -> None:
         self.psql.close()
+
+
+# --------------------------------------------------------------------------- the edge and its abusers
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What the edge allows one client address, as its running configuration (`nginx -T`) says."""
+
+    client_timeout: int  # seconds: client_header_timeout and client_body_timeout
+    read_rate: int  # requests per second, and the burst served at once above it
+    read_burst: int
+    write_rate: int
+    write_burst: int
+    connections: int  # requests open at once
+
+    @classmethod
+    def parse(cls, config: str) -> EdgeLimits:
+        def number(pattern: str) -> int:
+            found = set(re.findall(pattern, config))
+            assert len(found) == 1, f"the edge's configuration has {found or 'no'} {pattern!r}"
+            return int(found.pop())
+
+        header, body = number(r"client_header_timeout\s+(\d+)s;"), number(r"client_body_timeout\s+(\d+)s;")
+        assert header == body, f"client_header_timeout {header} s, client_body_timeout {body} s"
+        return cls(client_timeout=body,
+                   read_rate=number(r"zone=reads:\S+\s+rate=(\d+)r/s;"),
+                   read_burst=number(r"limit_req\s+zone=reads\s+burst=(\d+)"),
+                   write_rate=number(r"zone=writes:\S+\s+rate=(\d+)r/s;"),
+                   write_burst=number(r"limit_req\s+zone=writes\s+burst=(\d+)"),
+                   connections=number(r"limit_conn\s+clients\s+(\d+);"))
+
+
+class Abuser:
+    """A script of tests/reliability/abusers/ running in a throwaway container on the stack's
+    `edge` network: a client with an address of its own, which every client on this host is not
+    (the edge sees them all at docker-proxy's). Used as a context manager; the container is
+    removed on the way out, whatever happened. `lines` are the JSON lines it printed so far.
+    """
+
+    def __init__(self, stack, script: str, *args: str):
+        self.stack = stack
+        self.name = f"{stack.project}-abuser-{uuid.uuid4().hex[:8]}"
+        self.command = [stack.docker.binary, "run", "--rm", "--name", self.name,
+                        "--network", f"{stack.project}_edge", "--read-only", "--cap-drop", "ALL",
+                        "--security-opt", "no-new-privileges=true", "--user", "65534:65534",
+                        "--memory", "256m", "--pids-limit", "64", "--volume", f"{ABUSERS}:/abusers:ro",
+                        ABUSER_IMAGE, "python", "-u", f"/abusers/{script}", "edge", "8080", *args]
+        self.lines: list[dict] = []
+        self.errors = ""
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=self.stack.env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                self.lines.append({"unparsed": line[:500]})
+
+    def line(self, key: str) -> dict | None:
+        """The first line that has `key`, if it came."""
+        return next((line for line in self.lines if key in line), None)
+
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def wait_for(self, key: str, timeout: float) -> dict:
+        """Wait for the line that has `key`; fails when the script ended or the time is up first."""
+        deadline = time.monotonic() + timeout
+        while (found := self.line(key)) is None:
+            if not self.running() or time.monotonic() > deadline:
+                self.__exit__()
+                if (found := self.line(key)) is not None:
+                    return found
+                raise AssertionError(f"{self.name}: no {key!r} line in {timeout:.0f} s (exit "
+                                     f"{self._proc.poll()}): {self.lines[-3:]} {self._proc.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+        return found
+
+    def __exit__(self, *exc) -> None:
+        if self.running():
+            self.stack.docker("rm", "--force", self.name, check=False, timeout=60)
+        self._proc.wait(30)
+        self._reader.join(5)
 
 
 # --------------------------------------------------------------------------- results

@@ -21,8 +21,9 @@ from reliability_load import KeepAliveReport, Outcome
 SLACK = 2.0  # seconds over the pool timeout a 503 may take on a busy 2-core machine
 RECOVERY_BOUND = 5.0  # seconds after PostgreSQL is healthy by which every write must succeed
 # On SIGTERM Granian stops accepting and finishes every request it has read; a connection with
-# no request read yet is closed (hyper's graceful shutdown). A request goes unanswered only if
-# it was still unread in a socket: sent less than this before SIGTERM. The API runs under a CPU
+# no request read yet is closed (hyper's graceful shutdown). A request goes unanswered by the API
+# (the edge answers 502 for it) only if it was still unread in a socket: sent less than this
+# before SIGTERM. The API runs under a CPU
 # limit (CFS, 100 ms periods): a throttled container waits at most a period or two to read.
 UNREAD_BOUND = 0.2
 
@@ -140,6 +141,23 @@ def judge_outages(outcomes: Sequence[Outcome], outages: Sequence[Outage], *, fau
 
 # --------------------------------------------------------------------------- the API away
 
+# Behind the edge a client keeps its connection when the API goes away: the edge answers for the
+# API, 502 problem+json (not reachable) or 504 (no answer in time: a connection to the address of
+# a container that is gone waits for the edge's connect timeout). The API never sends either.
+EDGE_AWAY = {502, 504}
+
+
+def edge_away(o: Outcome) -> bool:
+    """The edge's answer for an API that is away."""
+    return o.status in EDGE_AWAY and o.problem
+
+
+def _unanswered(outcomes: Iterable[Outcome]) -> list[str]:
+    """The promise that every request is answered: the edge answers even for an API that is away."""
+    errors = Counter(o.error for o in outcomes if o.error)
+    return [f"requests without an answer (the edge answers every one): {dict(errors)}"] if errors else []
+
+
 
 @dataclass
 class CrashVerdict:
@@ -148,30 +166,27 @@ class CrashVerdict:
 
 
 def judge_api_crash(outcomes: Sequence[Outcome], *, killed: float, healthy: float) -> CrashVerdict:
-    """The API's main process SIGKILLed at `killed`, healthy again at `healthy`: clients may see
-    connection errors during that gap only (none before the kill, none once it is healthy), never
-    a client timeout, never an answer other than 2xx; and writes are served again."""
-    errors = [o for o in outcomes if o.error]
+    """The API's main process SIGKILLed at `killed`, healthy again at `healthy`: clients may get the
+    edge's 502/504 problem+json during that gap only (none before the kill, none once the API is
+    healthy), every request is answered, and nothing else than 2xx; and writes are served again."""
+    away = [o for o in outcomes if edge_away(o)]
     # Back: the first write served after the last failed one (the gap may start a few ms after the
     # kill: the kernel takes a moment to end every process of the container).
-    last_error = max((o.started for o in errors), default=killed)
-    back = min((o.ended for o in outcomes if o.acked and o.started >= last_error), default=None)
-    breaches = []
-    not_2xx = [o for o in outcomes if o.status is not None and not 200 <= o.status < 300]
-    if not_2xx:
-        breaches.append(f"answers other than 2xx: {_examples(not_2xx)}")
-    if [o for o in errors if o.error != "connection"]:
-        breaches.append(f"requests without an answer other than a connection error: "
-                        f"{dict(Counter(o.error for o in errors))}")
-    before = [o for o in errors if o.ended < killed]
+    last_away = max((o.started for o in away), default=killed)
+    back = min((o.ended for o in outcomes if o.acked and o.started >= last_away), default=None)
+    breaches = _unanswered(outcomes)
+    other = [o for o in outcomes if o.status is not None and not 200 <= o.status < 300 and not edge_away(o)]
+    if other:
+        breaches.append(f"answers other than 2xx and the edge's 502/504 problem+json: {_examples(other)}")
+    before = [o for o in away if o.ended < killed]
     if before:
-        breaches.append(f"{len(before)} connection errors before the kill: {_examples(before)}")
-    after = [o for o in errors if o.started >= healthy]
+        breaches.append(f"{len(before)} 502/504s before the kill: {_examples(before)}")
+    after = [o for o in away if o.started >= healthy]
     if after:
-        breaches.append(f"{len(after)} connection errors on requests sent after the API was healthy again: "
+        breaches.append(f"{len(after)} 502/504s on requests sent after the API was healthy again: "
                         f"{_examples(after)}")
     if back is None:
-        breaches.append("no write was served after the last connection error")
+        breaches.append("no write was served after the last 502/504")
     return CrashVerdict(back, breaches)
 
 
@@ -182,7 +197,8 @@ class StopVerdict:
 
     @property
     def unanswered(self) -> list[Outcome]:
-        return [o for o in self.in_flight if o.error]
+        """In flight at SIGTERM and not answered by the API: the edge said it was away."""
+        return [o for o in self.in_flight if o.error or edge_away(o)]
 
 
 @dataclass
@@ -200,30 +216,29 @@ class Stop:
 
 
 def judge_api_stop(outcomes: Sequence[Outcome], stop: Stop) -> StopVerdict:
-    """`docker compose stop` of the API under writes: nothing answered but 2xx; every request in
-    flight at SIGTERM answered 201, except one sent less than UNREAD_BOUND before it; no client
-    timeout, no failure before the stop; the container exits with 0 within its grace period,
-    the workers having drained within their kill timeout."""
+    """`docker compose stop` of the API under writes: every request answered, with 2xx or, once
+    the API takes no more, the edge's 502/504 problem+json; every request in flight at SIGTERM
+    answered 201 by the API, except one sent less than UNREAD_BOUND before it; no failure before
+    the stop; the container exits with 0 within its grace period, the workers having drained
+    within their kill timeout."""
     in_flight = [o for o in outcomes if stop.sigterm and o.started < stop.sigterm < o.ended]
-    breaches = []
-    not_2xx = [o for o in outcomes if o.status is not None and not 200 <= o.status < 300]
-    if not_2xx:
-        breaches.append(f"answers other than 2xx: {_examples(not_2xx)}")
-    timeouts = [o for o in outcomes if o.error == "timeout"]
-    if timeouts:
-        breaches.append(f"{len(timeouts)} requests timed out (a hang): {_examples(timeouts)}")
-    early = [o for o in outcomes if o.error and o.ended < stop.stopping]
+    verdict = StopVerdict(in_flight, _unanswered(outcomes))
+    breaches = verdict.breaches
+    other = [o for o in outcomes if o.status is not None and not 200 <= o.status < 300 and not edge_away(o)]
+    if other:
+        breaches.append(f"answers other than 2xx and the edge's 502/504 problem+json: {_examples(other)}")
+    early = [o for o in outcomes if (o.error or edge_away(o)) and o.ended < stop.stopping]
     if early:
-        breaches.append(f"connections failed before the stop began: {_examples(early)}")
+        breaches.append(f"requests failed before the stop began: {_examples(early)}")
     if stop.sigterm is None:
         breaches.append("Granian did not log its shutdown")
-    wrong = [o for o in in_flight if o.status is not None and not o.acked]
+    wrong = [o for o in in_flight if o.status is not None and not o.acked and not edge_away(o)]
     if wrong:
         breaches.append(f"requests in flight at SIGTERM answered other than 201: {_examples(wrong)}")
-    dropped = [o for o in in_flight if o.error and stop.sigterm - o.started > UNREAD_BOUND]
+    dropped = [o for o in verdict.unanswered if stop.sigterm - o.started > UNREAD_BOUND]
     if dropped:
         breaches.append(f"{len(dropped)} requests sent more than {UNREAD_BOUND * 1000:.0f} ms before SIGTERM got no "
-                        f"answer: sent {[round(stop.sigterm - o.started, 3) for o in dropped]} s before")
+                        f"answer from the API: sent {[round(stop.sigterm - o.started, 3) for o in dropped]} s before")
     if stop.stopped - stop.stopping >= stop.grace:
         breaches.append(f"the stop took {stop.stopped - stop.stopping:.1f} s (grace {stop.grace:g} s)")
     if stop.exit_code != 0 or stop.oom_killed:
@@ -231,7 +246,7 @@ def judge_api_stop(outcomes: Sequence[Outcome], stop: Stop) -> StopVerdict:
     if stop.sigterm is not None and (stop.exited is None or stop.exited - stop.sigterm >= stop.drain):
         breaches.append(f"the workers did not drain within their {stop.drain:g} s: SIGTERM to exit "
                         f"{'?' if stop.exited is None else round(stop.exited - stop.sigterm, 1)} s")
-    return StopVerdict(in_flight, breaches)
+    return verdict
 
 
 # --------------------------------------------------------------------------- many connections

@@ -6,14 +6,16 @@
   astral characters. Every one must be refused (4xx), the container must not be OOM-killed or
   restarted, and another client's `/health/live` must answer within 1 s throughout. The container's
   memory (its cgroup, from the host) is sampled all along: that is the figure the README quotes.
-- Cleartext HTTP/2 with prior knowledge: a client opens POST streams, sends part of each body and
-  hangs up. The API speaks HTTP/1.1 only, so the preface is refused, nothing leaks, and every
-  endpoint keeps answering.
+- HTTP/2 streams dropped half-sent: a client opens POST streams, sends part of each body and hangs
+  up. On the edge's plain port, with prior knowledge: it speaks HTTP/1.1 there, so the preface is
+  refused (400). Over TLS, where the edge speaks HTTP/2: it takes the streams and buffers their
+  bodies, so none reaches the API. Either way nothing leaks and every endpoint keeps answering.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -122,7 +124,37 @@ def test_dropped_http2_streams_neither_leak_nor_stop_the_api(stack, ops, row):
                           "15 requests afterwards took": f"{slowest:.2f} s",
                           "API restarts": after["RestartCount"] - before["RestartCount"]})
     Results.show(result)
-    assert not spoken, "the API spoke HTTP/2"
+    assert not spoken, "the edge spoke HTTP/2 on its plain port"
+    assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers), answers[0][:200]
+    assert statuses == Counter({200: 15}), statuses
+    assert slowest < 3
+    assert after["RestartCount"] == before["RestartCount"]
+
+
+def test_dropped_http2_streams_over_tls_never_reach_the_api(stack, ops, row):
+    before = ops.inspect("edge")
+    tls = ssl.create_default_context(cafile=str(stack.tls_cert))
+    tls.set_alpn_protocols(["h2"])
+    server = SimpleNamespace(url=stack.api_tls_url)
+    since = f"{time.time() - 1:.3f}"
+    answers = [h2_partial_posts(server, streams=4, tls=tls) for _ in range(int(scaled(5, 5)))]
+    spoken = [a for a in answers if len(a) >= 9 and a[3] == 0x4]
+    started = time.monotonic()
+    statuses = Counter(requests.get(stack.api_tls_url + path, timeout=5, verify=str(stack.tls_cert)).status_code
+                       for path in ("/health/live", "/items?limit=1", "/health") for _ in range(5))
+    slowest = time.monotonic() - started
+    posts = [line for line in ops.request_log(since) if line.get("method") == "POST"]
+    after = ops.inspect("edge")
+    result = row("Hostile input: HTTP/2 streams over TLS dropped half-sent", requests=len(answers) * 4 + 15,
+                 statuses={str(k): v for k, v in statuses.items()}, no_answer={},
+                 details={"connections": len(answers), "streams each": 4,
+                          "answered as HTTP/2": len(spoken),
+                          "POSTs in the API's log": len(posts),
+                          "15 HTTPS requests afterwards took": f"{slowest:.2f} s",
+                          "edge restarts": after["RestartCount"] - before["RestartCount"]})
+    Results.show(result)
+    assert len(spoken) == len(answers), "the edge did not speak HTTP/2 over TLS"
+    assert not posts, f"half-sent bodies reached the API: {posts[:5]}"
     assert statuses == Counter({200: 15}), statuses
     assert slowest < 3
     assert after["RestartCount"] == before["RestartCount"]

@@ -1,14 +1,19 @@
 """The API container goes away under a sustained write load: crashed, or stopped on purpose.
 
+The clients go through the edge, which stays up: where they met refused or dropped connections
+before it, the edge now answers for the API, 502 problem+json (504 when it tried an address that
+had gone away until its connect timeout), and every request gets an answer.
+
 - SIGKILL of its main process from the host (State.Pid; `docker kill` would count as a manual
   stop and the restart policy would not act): `restart: unless-stopped` brings it back healthy;
-  meanwhile clients see connection errors only, never a 5xx, and only during the gap: none
-  before the kill, none once it is healthy again (`judge_api_crash`).
+  meanwhile clients get 2xx or the edge's 502/504, the latter only during the gap: none before
+  the kill, none once it is healthy again (`judge_api_crash`).
 - `docker compose stop flask-api`: Granian stops accepting and finishes every request it has
-  read, so no answer is a 5xx and only a request sent in the last moment before SIGTERM, still
-  unread in its socket, may go unanswered (`UNREAD_BOUND`); the workers drain within Granian's
-  kill timeout (app/serve.py) and the container exits cleanly within its grace period
-  (stop_grace_period, measured) (`judge_api_stop`). It is started again afterwards.
+  read, so nothing is answered but 2xx and the edge's 502/504, and only a request sent in the last
+  moment before SIGTERM, still unread in its socket, may go unanswered by the API (`UNREAD_BOUND`);
+  the workers drain within Granian's kill timeout (app/serve.py) and the container exits cleanly
+  within its grace period (stop_grace_period, measured) (`judge_api_stop`). It is started again
+  afterwards.
 
 Either way every acknowledged write is stored exactly as sent (`check_writes`).
 """
@@ -21,7 +26,14 @@ from datetime import datetime
 
 from reliability_load import WriteLoad, check_writes
 from reliability_support import ARTIFACTS, Results, scaled
-from reliability_verdicts import UNREAD_BOUND, Stop, judge_api_crash, judge_api_stop, writes_breaches
+from reliability_verdicts import (
+    UNREAD_BOUND,
+    Stop,
+    edge_away,
+    judge_api_crash,
+    judge_api_stop,
+    writes_breaches,
+)
 
 from app.serve import WORKERS_KILL_TIMEOUT
 
@@ -55,9 +67,9 @@ def test_api_sigkill_under_sustained_writes(stack, ops, bodies, row):
         recovery=f"{verdict.back - killed:.1f} s to the first write served" if verdict.back else "never",
         details={"clients": clients, "restart policy": before["HostConfig"]["RestartPolicy"]["Name"],
                  "healthy again after": f"{healthy - killed:.1f} s",
-                 "connection errors": f"{sum(o.error is not None for o in load.outcomes)}, sent "
-                                      f"{_span([o.started - killed for o in load.outcomes if o.error])} s "
-                                      f"after the kill",
+                 "the edge's 502/504": f"{sum(edge_away(o) for o in load.outcomes)}, sent "
+                                       f"{_span([o.started - killed for o in load.outcomes if edge_away(o)])} s "
+                                       f"after the kill",
                  "restarts": after["RestartCount"] - before["RestartCount"],
                  "stored, unacknowledged": writes["unacked_stored"]},
     )
@@ -96,7 +108,7 @@ def test_compose_stop_api_under_sustained_writes(stack, ops, bodies, row, result
             stopping = time.monotonic()
             stack.compose("stop", "flask-api", timeout=grace + 60)
             stopped = time.monotonic()
-            time.sleep(0.5)  # a moment of refused connections
+            time.sleep(0.5)  # a moment of the edge answering for an API that is gone
         load.save_timeline(ARTIFACTS / "timeline-api-stop.json", {"stop": stopping, "stopped": stopped})
         state = ops.state("flask-api")
         # stdout and stderr (Granian and Python write tracebacks there), this run of the container only
@@ -125,8 +137,8 @@ def test_compose_stop_api_under_sustained_writes(stack, ops, bodies, row, result
         details={"clients": clients, "exit code": state["ExitCode"],
                  "in flight when Granian got SIGTERM": f"{len(in_flight)}: "
                  f"{sum(o.acked for o in in_flight)} answered 201, {len(verdict.unanswered)} "
-                 f"without an answer" if sigterm else "(no shutdown line in the log)",
-                 "sent before SIGTERM, no answer": (
+                 f"not answered by the API" if sigterm else "(no shutdown line in the log)",
+                 "sent before SIGTERM, not answered by the API": (
                      ", ".join(f"{(sigterm - o.started) * 1000:.0f}" for o in verdict.unanswered)
                      + f" ms before (bound {UNREAD_BOUND * 1000:.0f} ms)" if verdict.unanswered else "none"),
                  "stored, unacknowledged": writes["unacked_stored"],

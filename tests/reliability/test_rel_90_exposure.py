@@ -1,14 +1,16 @@
 """Secrets and exposure, after everything else has run (this module comes last).
 
-Secrets: none of the stack's generated secret values may appear in any container's environment
-or `docker inspect` record, in `docker history --no-trunc` of the API image or its inspect record,
-anywhere in the image's filesystem (`docker export` of a container created from it, every file
-read), in the stack's logs (now, and as saved before `down`), or in any response body the suite
-received (scanned as they arrived, plus the files the subprocesses recorded).
+Secrets: none of the stack's generated secret values, nor the edge's TLS private key, may appear in
+any container's environment or `docker inspect` record, in `docker history --no-trunc` of the API
+or the edge image or their inspect records, anywhere in their filesystems (`docker export` of a
+container created from each, every file read), in the stack's logs (now, and as saved before
+`down`), or in any response body the suite received (scanned as they arrived, plus the files the
+subprocesses recorded).
 
-Exposure: from the host, the stack listens on 127.0.0.1:<API port> and 127.0.0.1:<pgAdmin port>
-and nowhere else; PostgreSQL publishes nothing, sits on the internal backend network only, and a
-container on any other network cannot reach it (one on the backend network can: the probe works).
+Exposure: from the host, the stack listens on 127.0.0.1 only: the edge's HTTP and HTTPS ports and
+pgAdmin's, nothing else; the API and PostgreSQL publish nothing. PostgreSQL sits on the internal
+backend network only, the edge on the edge network only, and a container on any other network
+than the backend cannot reach PostgreSQL (one on the backend network can: the probe works).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reliability_support import ARTIFACTS, Results
+from reliability_support import ARTIFACTS, Results, secret_values
 
-SERVICES = ("flask-api", "postgres", "pgadmin")
+SERVICES = ("edge", "flask-api", "postgres", "pgadmin")
+# The container port `docker compose port` is asked about, per service.
+CONTAINER_PORTS = {"edge": ("8080", "8443"), "flask-api": ("5000",), "pgadmin": ("8080",), "postgres": ("5432",)}
 
 
 def _containers(stack) -> list[str]:
@@ -56,7 +60,7 @@ def _scan_image_filesystem(stack, image: str, needles: dict[str, bytes]) -> tupl
 
 
 def test_no_secret_value_leaks_anywhere(stack, ops, bodies, row):
-    needles = {name: value.encode() for name, value in stack.secrets.items()}
+    needles = {name: value.encode() for name, value in secret_values(stack).items()}
     hits: list[str] = []
     scanned: dict[str, str] = {}
 
@@ -70,12 +74,13 @@ def test_no_secret_value_leaks_anywhere(stack, ops, bodies, row):
         scan(record, f"`docker inspect` of {cid[:12]} (environment included)")
     scanned["containers (inspect, environment)"] = str(len(containers))
 
-    image = ops.inspect("flask-api")["Image"]
-    scan(stack.docker("history", "--no-trunc", image).stdout, "`docker history --no-trunc` of the API image")
-    scan(stack.docker("image", "inspect", image).stdout, "`docker image inspect` of the API image")
-    files, size, image_hits = _scan_image_filesystem(stack, image, needles)
-    hits += image_hits
-    scanned["API image filesystem"] = f"{files} files, {size / 2**20:.0f} MiB"
+    for service, name in (("flask-api", "API"), ("edge", "edge")):
+        image = ops.inspect(service)["Image"]
+        scan(stack.docker("history", "--no-trunc", image).stdout, f"`docker history --no-trunc` of the {name} image")
+        scan(stack.docker("image", "inspect", image).stdout, f"`docker image inspect` of the {name} image")
+        files, size, image_hits = _scan_image_filesystem(stack, image, needles)
+        hits += image_hits
+        scanned[f"{name} image filesystem"] = f"{files} files, {size / 2**20:.0f} MiB"
 
     logs = stack.compose("logs", "--no-color", "--timestamps", timeout=120).stdout
     scan(logs, "`docker compose logs`")
@@ -162,73 +167,90 @@ def _pg_isready(stack, network: str, host: str) -> int:
     return r.returncode
 
 
-def test_only_loopback_ports_listen_and_postgres_stays_on_the_backend(stack, ops, row, results):
-    api_port, pgadmin_port = urlsplit(stack.api_url).port, urlsplit(stack.pgadmin_url).port
+def test_only_the_edge_and_pgadmin_listen_and_on_loopback_only(stack, ops, row):
+    ports = {"API (edge, HTTP)": urlsplit(stack.api_url).port, "API (edge, HTTPS)": urlsplit(stack.api_tls_url).port,
+             "pgAdmin": urlsplit(stack.pgadmin_url).port}
+    loopback = {name: ("127.0.0.1", port) for name, port in ports.items()}
     inspected = {s: ops.inspect(s) for s in SERVICES}
     published = {s: {(b["HostIp"], int(b["HostPort"])) for bs in (c["NetworkSettings"]["Ports"] or {}).values()
                      for b in (bs or [])} for s, c in inspected.items()}
-    docker_port = {s: stack.compose("port", s, {"flask-api": "5000", "pgadmin": "8080", "postgres": "5432"}[s],
-                                    check=False).stdout.strip() for s in SERVICES}
-    ips = {n["IPAddress"] for c in inspected.values() for n in c["NetworkSettings"]["Networks"].values()}
-    proxies = _proxies_for(ips)
-    listening = _listening({api_port, pgadmin_port})
+    # `compose port` prints ":0" for a port the image exposes and nothing publishes.
+    docker_port = {f"{s}:{p}": stack.compose("port", s, p, check=False).stdout.strip().removeprefix(":0")
+                   for s, container_ports in CONTAINER_PORTS.items() for p in container_ports}
+    proxies = _proxies_for({n["IPAddress"] for c in inspected.values()
+                            for n in c["NetworkSettings"]["Networks"].values()})
+    listening = _listening(set(ports.values()))
+    result = row(
+        "Exposure: published ports", requests=0, statuses={}, no_answer={},
+        details={"published": "; ".join(f"{s} {', '.join(f'{ip}:{port}' for ip, port in sorted(p)) or 'nothing'}"
+                                        for s, p in published.items()),
+                 "docker-proxy listeners": ", ".join(f"{ip}:{port}" for ip, port in sorted(proxies))
+                 or "none (no userland proxy)",
+                 "host sockets listening on those ports": ", ".join(f"{ip}:{port}" for ip, port in sorted(listening))})
+    Results.show(result)
 
-    pg = inspected["postgres"]
-    pg_networks = pg["NetworkSettings"]["Networks"]
-    backend = f"{stack.project}_backend"
-    edge = f"{stack.project}_edge"
-    pg_ip = pg_networks[backend]["IPAddress"] if backend in pg_networks else ""
-    internal = stack.docker.inspect(backend)["Internal"] if backend in pg_networks else None
+    edge, pgadmin = {loopback["API (edge, HTTP)"], loopback["API (edge, HTTPS)"]}, {loopback["pgAdmin"]}
+    assert published == {"edge": edge, "flask-api": set(), "postgres": set(), "pgadmin": pgadmin}, published
+    assert docker_port == {"edge:8080": "127.0.0.1:{}".format(ports["API (edge, HTTP)"]),
+                           "edge:8443": "127.0.0.1:{}".format(ports["API (edge, HTTPS)"]),
+                           "flask-api:5000": "", "pgadmin:8080": "127.0.0.1:{}".format(ports["pgAdmin"]),
+                           "postgres:5432": ""}, docker_port
+    assert not inspected["postgres"]["HostConfig"]["PortBindings"]
+    assert not inspected["flask-api"]["HostConfig"]["PortBindings"]
+    assert all(ip == "127.0.0.1" for ip, _ in listening), f"the stack's ports listen on {listening}"
+    if proxies:
+        assert proxies == edge | pgadmin, proxies
+        assert listening == edge | pgadmin, listening
+
+
+def _probe_postgres(stack, pg_ip: str) -> dict[str, int]:
+    """pg_isready from containers on the backend and edge networks and on a fresh one."""
+    backend, edge = f"{stack.project}_backend", f"{stack.project}_edge"
     probe_net = f"{stack.project}-probe-{uuid.uuid4().hex[:6]}"
     stack.docker("network", "create", probe_net)
     try:
-        started = time.monotonic()
-        probes = {
+        return {
             "backend network, by name": _pg_isready(stack, backend, "postgres"),
             "edge network, by name": _pg_isready(stack, edge, "postgres"),
             "edge network, by address": _pg_isready(stack, edge, pg_ip),
             "another network, by address": _pg_isready(stack, probe_net, pg_ip),
         }
-        probe_seconds = time.monotonic() - started
     finally:
         stack.docker("network", "rm", probe_net, check=False)
-    host_reaches_pg = _speaks_postgres(pg_ip)
 
-    expected = {"flask-api": {("127.0.0.1", api_port)}, "pgadmin": {("127.0.0.1", pgadmin_port)}, "postgres": set()}
+
+def test_postgres_is_reached_from_the_backend_network_only(stack, ops, row, results):
+    backend, edge = f"{stack.project}_backend", f"{stack.project}_edge"
+    pg_networks = ops.inspect("postgres")["NetworkSettings"]["Networks"]
+    edge_networks = ops.inspect("edge")["NetworkSettings"]["Networks"]
+    pg_ip = pg_networks[backend]["IPAddress"] if backend in pg_networks else ""
+    internal = stack.docker.inspect(backend)["Internal"] if backend in pg_networks else None
+    started = time.monotonic()
+    probes = _probe_postgres(stack, pg_ip)
+    probe_seconds = time.monotonic() - started
+    host_reaches_pg = _speaks_postgres(pg_ip)
     result = row(
-        "Exposure: published ports and PostgreSQL's network", requests=len(probes), statuses={}, no_answer={},
-        details={"published": "; ".join(f"{s} {', '.join(f'{ip}:{port}' for ip, port in sorted(p)) or 'nothing'}"
-                                        for s, p in published.items()),
-                 "docker-proxy listeners": ", ".join(f"{ip}:{port}" for ip, port in sorted(proxies))
-                 or "none (no userland proxy)",
-                 "host sockets listening on those ports": ", ".join(f"{ip}:{port}" for ip, port in sorted(listening)),
-                 "PostgreSQL networks": ", ".join(pg_networks), "backend internal": internal,
+        "Exposure: PostgreSQL's network", requests=len(probes), statuses={}, no_answer={},
+        details={"PostgreSQL networks": ", ".join(pg_networks), "edge networks": ", ".join(edge_networks),
+                 "backend internal": internal,
                  "pg_isready exit codes (0 accepting, 2 no answer)": probes,
                  "probes took": f"{probe_seconds:.1f} s",
-                 "host reaches PostgreSQL at its backend address": "yes" if host_reaches_pg else "no"},
-    )
+                 "host reaches PostgreSQL at its backend address": "yes" if host_reaches_pg else "no"})
     Results.show(result)
     if host_reaches_pg:
         results.note(
-            "The host itself reaches PostgreSQL at its address on the backend network (Docker gives the "
-            "bridge of an internal network an address on the host). Nothing listens for it on the host's "
-            "interfaces and other hosts have no route to it, but local users of this machine can connect to "
-            "it (they still need a password). Docker 28's bridge driver option "
-            "`com.docker.network.bridge.gateway_mode_ipv4: isolated` leaves an internal network's bridge "
-            "without a host address (the engine here accepted it, and the bridge had none, in a quick check "
-            "outside the suite); worth trying on `backend`.")
+            "The host itself reaches the containers at their addresses on the stack's networks (Docker gives "
+            "each bridge network, internal ones included, an address on the host): PostgreSQL on the backend "
+            "network, and the API on the edge network at port 5000, past the edge (the hostile-input corpus "
+            "goes that way on purpose). Nothing listens for them on the host's interfaces and other hosts have "
+            "no route to them, but local users of this machine can connect (PostgreSQL still wants a password; "
+            "the API trusts the X-Forwarded-For a direct client sends, since PROXY_HOPS=1 trusts one hop, "
+            "whoever it is). Docker 28's bridge driver option `com.docker.network.bridge.gateway_mode_ipv4: "
+            "isolated` leaves an internal network's bridge without a host address (the engine here accepted "
+            "it, and the bridge had none, in a quick check outside the suite); worth trying on `backend`.")
 
-    assert published == expected, published
-    assert docker_port["flask-api"] == f"127.0.0.1:{api_port}", docker_port
-    assert docker_port["pgadmin"] == f"127.0.0.1:{pgadmin_port}", docker_port
-    assert docker_port["postgres"] == "", docker_port
-    assert not pg["HostConfig"]["PortBindings"], pg["HostConfig"]["PortBindings"]
-    if proxies:
-        assert proxies == {("127.0.0.1", api_port), ("127.0.0.1", pgadmin_port)}, proxies
-    assert all(ip == "127.0.0.1" for ip, _ in listening), f"the stack's ports listen on {listening}"
-    if proxies:
-        assert listening == {("127.0.0.1", api_port), ("127.0.0.1", pgadmin_port)}, listening
     assert list(pg_networks) == [backend], pg_networks
+    assert list(edge_networks) == [edge], edge_networks
     assert internal is True, "the backend network is not internal"
     assert probes["backend network, by name"] == 0, "the probe cannot reach PostgreSQL even from the backend"
     for where in ("edge network, by name", "edge network, by address", "another network, by address"):

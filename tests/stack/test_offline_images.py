@@ -2,8 +2,9 @@
 
 They check the contracts the stack relies on: postgres as root and as 999:999 on a read-only root,
 *_FILE secrets, /docker-entrypoint-initdb.d run once, TCP readiness only after init, an atomic
-first-start init; pgAdmin read-only as uid 5050 (ping + login); the python image's pip behind a
-CA given as a build secret, and its C headers.
+first-start init; pgAdmin read-only as uid 5050 (ping + login); nginx's entrypoint contract
+(templates rendered with envsubst, /docker-entrypoint.d, uid 101, logs to stdout); the python
+image's pip behind a CA given as a build secret, and its C headers.
 
 Self-contained on purpose: only the `docker` CLI (tools/docker_cli.py), no fixtures from a conftest.
 Every container, volume, network and image made here carries a per-run label and is removed in a
@@ -33,6 +34,7 @@ from tools.docker_cli import Docker, docker_binary
 PYTHON_IMAGE = offline_images.PYTHON_IMAGE
 POSTGRES_IMAGE = offline_images.POSTGRES_IMAGE
 PGADMIN_IMAGE = offline_images.PGADMIN_IMAGE
+NGINX_IMAGE = offline_images.NGINX_IMAGE
 
 RUN_ID = uuid.uuid4().hex[:10]
 RUN_LABEL = f"e2e.offline-images.run={RUN_ID}"
@@ -51,7 +53,7 @@ def engine_and_images():
         alive = False
     if not alive:
         unavailable("no Docker engine answers (run `bash .ci/engine.sh`)")
-    missing = [img for img in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE)
+    missing = [img for img in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE, NGINX_IMAGE)
                if docker("image", "inspect", img, check=False).returncode != 0]
     if missing:
         unavailable(f"images not built: {missing} (run `python3 tools/offline_images.py`)")
@@ -190,7 +192,11 @@ def test_image_configs_match_upstream_contracts():
     assert pga["Entrypoint"] == ["/entrypoint.sh"] and list(pga["Volumes"]) == ["/var/lib/pgadmin"]
     assert {"80/tcp", "443/tcp"} <= set(pga["ExposedPorts"])
 
-    for image in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE):
+    web = config(NGINX_IMAGE)
+    assert web["Entrypoint"] == ["/docker-entrypoint.sh"] and web["Cmd"] == ["nginx", "-g", "daemon off;"]
+    assert web["StopSignal"] == "SIGQUIT" and list(web["ExposedPorts"]) == ["80/tcp"] and not web.get("User")
+
+    for image in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE, NGINX_IMAGE):
         assert config(image)["Labels"].get(offline_images.LABEL), f"{image} has no recipe label"
 
 
@@ -416,6 +422,43 @@ def test_pgadmin_read_only_as_5050_pings_and_logs_in(res, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # python:3.14-slim-trixie
 # ----------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------
+# nginx:1.30-trixie
+# ----------------------------------------------------------------------------------------------
+NGINX_TEMPLATE = 'server {\n    listen 8080;\n    location / { return 200 "${GREETING} from $uri\\n"; }\n}\n'
+NGINX_ENVSH = '#!/bin/sh\nexport GREETING="$GREETING, sourced"\n'
+
+
+def test_nginx_layout_user_101_and_stable_line():
+    script = ("id nginx; nginx -v 2>&1; readlink /var/log/nginx/access.log /var/log/nginx/error.log; "
+              "ls /etc/nginx/conf.d; command -v envsubst; command -v curl")
+    out = docker("run", "--rm", "--entrypoint", "sh", NGINX_IMAGE, "-c", script).stdout
+    assert "uid=101(nginx) gid=101(nginx)" in out
+    assert re.search(r"nginx/1\.30\.\d+", out)
+    assert "/dev/stdout\n/dev/stderr\n" in out and "default.conf" in out
+    assert "/usr/bin/envsubst" in out and "/usr/bin/curl" in out
+
+
+def test_nginx_renders_templates_runs_entrypoint_scripts_and_serves(res, tmp_path):
+    templates = readable_dir(tmp_path / "templates")
+    (templates / "hello.conf.template").write_text(NGINX_TEMPLATE)
+    scripts = readable_dir(tmp_path / "entrypoint.d")
+    (scripts / "05-greeting.envsh").write_text(NGINX_ENVSH)
+    (scripts / "05-greeting.envsh").chmod(0o755)
+    (scripts / "06-ignored.txt").write_text("not a script")
+    name = res.run("web", NGINX_IMAGE, "-e", "GREETING=hello",
+                   "-v", f"{templates}:/etc/nginx/templates:ro",
+                   "-v", f"{scripts / '05-greeting.envsh'}:/docker-entrypoint.d/05-greeting.envsh:ro",
+                   "-v", f"{scripts / '06-ignored.txt'}:/docker-entrypoint.d/06-ignored.txt:ro")
+    body = wait_for(lambda: docker("exec", name, "curl", "-fsS", "http://127.0.0.1:8080/x",
+                                   check=False).stdout, 30, "nginx answers on 8080")
+    # envsubst replaced the environment's variable (as the sourced script left it), not nginx's $uri.
+    assert body == "hello, sourced from /x\n"
+    assert "06-ignored.txt" in logs(name)
+    processes = [line.split(None, 2) for line in docker("top", name, "-o", "uid,pid,args").stdout.splitlines()[1:]]
+    assert {uid for uid, _, args in processes if args.startswith("nginx: worker")} == {"101"}
+
+
 def test_python_image_headers_and_tools():
     r = docker("run", "--rm", "--label", RUN_LABEL, PYTHON_IMAGE, "python3", "-c",
                "import os, shutil, sysconfig; inc = sysconfig.get_paths()['include'];"

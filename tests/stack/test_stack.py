@@ -23,10 +23,11 @@ ARTIFACTS = ROOT / "test-artifacts"  # git-ignored
 
 # service -> (uid the processes run as, Config.User compose sets)
 USERS = {"flask-api": ("10001", "10001:10001"), "postgres": ("999", "999:999"),
-         "pgadmin": ("5050", "5050:5050")}
+         "pgadmin": ("5050", "5050:5050"), "edge": ("101", "101:101")}
 # A write to the root filesystem, in each container's own tools.
 WRITE_PROBE = {"flask-api": ["python", "-c", "open('/probe', 'w')"],
-               "postgres": ["sh", "-c", ": > /probe"], "pgadmin": ["sh", "-c", ": > /probe"]}
+               "postgres": ["sh", "-c", ": > /probe"], "pgadmin": ["sh", "-c", ": > /probe"],
+               "edge": ["sh", "-c", ": > /probe"]}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -38,15 +39,24 @@ def psql(stack, sql: str) -> str:
     return r.stdout.strip()
 
 
-def test_api_contract_over_loopback(stack) -> None:
-    """The HTTP contract tests of tests/api/test_items.py, pointed at the container (TEST_API_URL)."""
+# The HTTP contract suite: what a client sees of items, listing and the OpenAPI document.
+CONTRACT_TESTS = ("tests/api/test_items.py", "tests/api/test_listing.py", "tests/api/test_openapi.py")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_api_contract_through_the_edge(stack, scheme: str) -> None:
+    """The HTTP contract tests pointed at the edge (TEST_API_URL), over plain HTTP and over
+    HTTPS (checked against the stack's own certificate). The listing tests that compare the
+    table with the database skip: they need the local cluster."""
+    url = stack.api_tls_url if scheme == "https" else stack.api_url
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/api/test_items.py", "-q", "-p", "no:cacheprovider"],
-        cwd=ROOT, env={**os.environ, "TEST_API_URL": stack.api_url},
+        [sys.executable, "-m", "pytest", *CONTRACT_TESTS, "-q", "-p", "no:cacheprovider", "-rs"],
+        cwd=ROOT, env={**os.environ, "TEST_API_URL": url, "REQUESTS_CA_BUNDLE": str(stack.tls_cert)},
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], r.stdout[-500:]
+    skipped = [line for line in r.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("digest of that server's table" in line for line in skipped), skipped
 
 
 def test_api_role_is_least_privilege(stack) -> None:
@@ -80,14 +90,17 @@ def test_containers_run_as_non_root_on_read_only_roots_with_limits(stack) -> Non
         assert host["LogConfig"]["Type"] == "json-file" and host["LogConfig"]["Config"].get("max-size")
         assert c["State"]["Health"]["Status"] == "healthy", service
         bindings = [b for bs in (host["PortBindings"] or {}).values() for b in bs]
-        if service == "postgres":
-            assert not bindings, "PostgreSQL must not be published"
+        if service in ("postgres", "flask-api"):
+            assert not bindings, f"{service} must not be published (clients reach the API through the edge)"
         else:
             assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
 
 
 def test_no_secret_in_any_environment_or_image_history(stack) -> None:
-    values = list(stack.secrets.values())
+    # The passwords, and the body of the edge's TLS key (its base64 lines).
+    key_lines = [line for line in (stack.tls_cert.parent / "tls.key").read_text().splitlines()
+                 if line and not line.startswith("-----")]
+    values = [*stack.secrets.values(), *key_lines]
     for service in USERS:
         c = stack.docker.inspect(stack.container(service))
         env = "\n".join(c["Config"]["Env"])
@@ -95,9 +108,10 @@ def test_no_secret_in_any_environment_or_image_history(stack) -> None:
         assert not any(v in json.dumps(c) for v in values), f"a secret is in `docker inspect` of {service}"
         names = [e.split("=", 1)[0] for e in c["Config"]["Env"]]
         assert not [n for n in names if n.endswith("PASSWORD")], names
-    image = stack.docker.inspect(stack.container("flask-api"))["Image"]
-    history = stack.docker("history", "--no-trunc", image).stdout
-    assert not any(v in history for v in values)
+    for service in ("flask-api", "edge"):
+        image = stack.docker.inspect(stack.container(service))["Image"]
+        history = stack.docker("history", "--no-trunc", image).stdout
+        assert not any(v in history for v in values), f"a secret is in {service}'s image history"
     assert not any(v in json.dumps(stack.docker.inspect(image)) for v in values)
 
 

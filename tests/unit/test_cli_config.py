@@ -30,6 +30,8 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "WORKERS": "0"}, "WORKERS"),
         ({"DATABASE_URL": URL, "WATCHDOG_TIMEOUT": "2"}, "WATCHDOG_TIMEOUT"),
         ({"DATABASE_URL": URL, "WATCHDOG_TIMEOUT": "soon"}, "WATCHDOG_TIMEOUT"),
+        ({"DATABASE_URL": URL, "PROXY_HOPS": "-1"}, "PROXY_HOPS"),
+        ({"DATABASE_URL": URL, "PROXY_HOPS": "edge"}, "PROXY_HOPS"),
         ({"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": "/nonexistent/secret"}, "DATABASE_PASSWORD_FILE"),
     ],
 )

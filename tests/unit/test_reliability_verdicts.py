@@ -3,8 +3,9 @@
 The fault and load scenarios hand what their clients saw to the pure functions of
 reliability_verdicts.py. Here those functions get a record of a run that kept every promise
 (no breach), then the same record with one thing broken: a 500 instead of a 503, a 503 without
-its problem document or Retry-After, a hang, a dropped connection, a lost or half-written write,
-a connection the server closed, an answer dropped too long before SIGTERM. Each must be named.
+its problem document or Retry-After, a hang, a dropped connection (the edge answers for an API
+that is away: 502/504 problem+json), a lost or half-written write, a connection the server
+closed, an answer dropped too long before SIGTERM. Each must be named.
 No engine needed: these run with the unit tests.
 """
 
@@ -166,24 +167,26 @@ KILLED, HEALTHY = 10.0, 12.0
 
 
 def _crash_run() -> list[Outcome]:
+    """The edge answers 502 problem+json while the API is away (504 for one it could not reach in time)."""
     return ([_outcome(t) for t in _ticks(0, 10)]
-            + [_outcome(t, 0.001, status=None, error="connection") for t in _ticks(10, 11.9)]
+            + [_outcome(t, 0.001, status=502) for t in _ticks(10, 11.9)] + [_outcome(11.95, 2, status=504)]
             + [_outcome(t) for t in _ticks(12, 16)])
 
 
 CRASH_BREAKS = {
     "a 500": (_set(14, status=500), "answers other than 2xx"),
     "a 503": (_set(14, status=503), "answers other than 2xx"),
-    "a client timeout": (_set(11, error="timeout", seconds=10), "other than a connection error"),
-    "a connection error before the kill": (_set(5, status=None, error="connection"), "before the kill"),
-    "a connection error once healthy again": (_set(13, status=None, error="connection"),
-                                              "after the API was healthy again"),
+    "a 502 without a problem document (not the edge's)": (_set(11, problem=False), "answers other than 2xx"),
+    "a client timeout": (_set(11, status=None, error="timeout", seconds=10), "without an answer"),
+    "a dropped connection": (_set(11, status=None, error="connection"), "without an answer"),
+    "a 502 before the kill": (_set(5, status=502, problem=True), "before the kill"),
+    "a 502 once healthy again": (_set(13, status=502, problem=True), "after the API was healthy again"),
     "no write served afterwards": (lambda os: os.__setitem__(slice(None), [o for o in os if o.started < 12]),
                                    "no write was served"),
 }
 
 
-def test_a_crash_with_errors_only_in_the_gap_has_no_breach():
+def test_a_crash_with_502s_only_in_the_gap_has_no_breach():
     assert judge_api_crash(_crash_run(), killed=KILLED, healthy=HEALTHY).breaches == []
 
 
@@ -204,18 +207,19 @@ STOPPED = Stop(stopping=9.8, stopped=10.6, sigterm=SIGTERM, exited=10.3, exit_co
 
 
 def _stop_run() -> list[Outcome]:
+    """A request sent 10 ms before SIGTERM, still unread, gets the edge's 502, as does every later one."""
     return ([_outcome(t) for t in _ticks(0, 9.9)]
-            + [_outcome(9.95, 0.1), _outcome(9.99, 0.02, status=None, error="connection")]
-            + [_outcome(t, 0.001, status=None, error="connection") for t in _ticks(10.01, 11)])
+            + [_outcome(9.95, 0.1), _outcome(9.99, 0.02, status=502)]
+            + [_outcome(t, 0.001, status=502) for t in _ticks(10.01, 11)])
 
 
 STOP_BREAKS = {
     "a 500": (_set(5, status=500), "answers other than 2xx"),
     "a 503 to a request in flight": (_set(9.95, status=503), "answered other than 201"),
-    "a client timeout": (_set(10.5, error="timeout", seconds=10), "timed out"),
-    "a failure before the stop": (_set(5, status=None, error="connection"), "before the stop began"),
-    "a request dropped 0.5 s before SIGTERM": (_set(9.5, status=None, error="connection", seconds=0.6),
-                                               "before SIGTERM got no answer"),
+    "a client timeout": (_set(10.5, status=None, error="timeout", seconds=10), "without an answer"),
+    "a dropped connection": (_set(10.5, status=None, error="connection"), "without an answer"),
+    "a failure before the stop": (_set(5, status=502, problem=True), "before the stop began"),
+    "a request dropped 0.5 s before SIGTERM": (_set(9.5, status=502, problem=True, seconds=0.6), "before SIGTERM got no answer"),
 }
 STOP_STATE_BREAKS = {
     "no shutdown line": ({"sigterm": None}, "did not log its shutdown"),

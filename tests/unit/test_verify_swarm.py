@@ -1,4 +1,4 @@
-"""Unit tests for the Swarm side (verify_stack.py --swarm, tools/swarm.py, tools/swarm_proxy.py), no engine.
+"""Unit tests for the Swarm side (verify_stack.py --swarm, tools/swarm.py), no engine.
 
 tests/unit/data/swarm/stack.json was captured from the real stack (`make swarm-up`,
 stack items-swarm, a single-node swarm on this machine's engine 28.5): per
@@ -13,7 +13,6 @@ rewritten to /srv/items. Each test weakens a copy in one place.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import os
@@ -29,7 +28,7 @@ import pytest
 from tools import swarm
 from tools import verify_stack as cli
 from tools.verify import budget, checks, engine, values
-from tools.verify.model import API, FAIL, PASS, PGADMIN, POSTGRES, PROXY, SWARM_SERVICES, WARN, Finding
+from tools.verify.model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SWARM_SERVICES, WARN, Finding
 from tools.verify.registry import run_check
 from tools.verify.report import render
 from tools.verify.run import SWARM, verify
@@ -129,14 +128,14 @@ def test_spec_reads_like_a_container_record():
         "Destination": "/run/secrets/postgres_password", "RW": False}
     # the API has no HEALTHCHECK in its spec: the image's is used
     api = targets()[API]
-    assert api.config["Healthcheck"]["Test"][-1] == "healthcheck"
+    assert api.config["Healthcheck"]["Test"][-1] == "/app/app/healthcheck.py"
 
 
 def test_human_output_names_the_swarm_stack():
     text = render(findings(), "items-swarm", "prod", kind="Swarm stack")
     assert text.splitlines()[0] == ("Swarm stack 'items-swarm', profile prod, "
                                     "checks mapped to CIS Docker Benchmark 1.6.0")
-    assert "proxy" in text.splitlines() and text.splitlines()[-1].endswith(", 4 warnings, 0 failed")
+    assert "edge" in text.splitlines() and text.splitlines()[-1].endswith(", 4 warnings, 0 failed")
 
 
 # --- replicas and health -----------------------------------------------------------------------
@@ -158,7 +157,7 @@ def test_running_counts_desired_against_running_tasks():
 
 
 def test_global_service_desired_from_service_status():
-    t = targets()[PROXY]
+    t = targets()[EDGE]
     assert "Global" in t.spec["Mode"] and t.desired() == 1
 
 
@@ -252,7 +251,7 @@ def test_host_network_fails_host_ns():
         host_id = next(i for i, n in facts["networks"].items() if n["Name"] == "host")
         facts["networks"][host_id]["Driver"] = "host"
         spec(s)["TaskTemplate"]["Networks"] = [{"Target": host_id}]
-    assert one("HOST-NS", PROXY, captured(**{PROXY: on_host})) == (FAIL, "shares network=host")
+    assert one("HOST-NS", EDGE, captured(**{EDGE: on_host})) == (FAIL, "shares network=host")
 
 
 def test_restart_policy_is_any_without_attempt_limit():
@@ -296,21 +295,22 @@ def test_missing_update_or_rollback_config_fails():
 
 
 def test_host_mode_ports_take_docker_gwbridges_address():
-    assert one("PORTS-LOOPBACK", PROXY) == (PASS, "127.0.0.1:5100->8080/tcp (host)")
+    assert one("PORTS-LOOPBACK", EDGE) == (
+        PASS, "127.0.0.1:5100->8080/tcp (host), 127.0.0.1:5543->8443/tcp (host)")
     assert one("PORTS-LOOPBACK", API) == (PASS, "nothing published")
 
     def everywhere(s, facts):
         facts["gwbridge"]["Options"].pop(HOST_BINDING)
-    assert one("PORTS-LOOPBACK", PROXY, captured(**{PROXY: everywhere})) == (
-        FAIL, "0.0.0.0:5100->8080/tcp (host)")
+    assert one("PORTS-LOOPBACK", EDGE, captured(**{EDGE: everywhere})) == (
+        FAIL, "0.0.0.0:5100->8080/tcp (host), 0.0.0.0:5543->8443/tcp (host)")
 
 
 def test_routing_mesh_ports_are_on_every_address():
     def ingress(s, facts):
         for p in spec(s)["EndpointSpec"]["Ports"]:
             p["PublishMode"] = "ingress"
-    assert one("PORTS-LOOPBACK", PROXY, captured(**{PROXY: ingress})) == (
-        FAIL, "*:5100->8080/tcp (ingress)")
+    assert one("PORTS-LOOPBACK", EDGE, captured(**{EDGE: ingress})) == (
+        FAIL, "*:5100->8080/tcp (ingress), *:5543->8443/tcp (ingress)")
 
 
 def test_published_database_fails():
@@ -332,7 +332,7 @@ def test_published_api_fails():
         FAIL, "published on *:5000->5000/tcp (ingress)")
 
 
-def test_the_api_is_probed_through_the_proxy():
+def test_the_api_is_probed_through_the_edge():
     api = targets(cls=SwarmTarget)[API]
     calls = []
 
@@ -356,6 +356,14 @@ def test_the_api_is_probed_through_the_proxy():
         m.setattr(urllib.request, "urlopen", urlopen)
         assert checks.check_api_health(api) == (PASS, "/health 200, database ok")
     assert calls == ["http://127.0.0.1:5100/health"]
+
+
+def test_the_api_is_probed_on_the_edges_http_port_whatever_the_published_order():
+    def tls_first(s, facts):  # the stack loader sorts ports by published port
+        spec(s)["EndpointSpec"]["Ports"] = [
+            {"Protocol": "tcp", "TargetPort": 8443, "PublishedPort": 4443, "PublishMode": "host"},
+            {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 5100, "PublishMode": "host"}]
+    assert targets(captured(**{EDGE: tls_first}))[API].address() == ("127.0.0.1", 5100)
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -615,10 +623,10 @@ def test_stack_file_has_the_old_loaders_types():
     assert api["secrets"] == [{"source": "app_db_password", "target": "app_db_password", "uid": "10001",
                                "gid": "10001", "mode": 0o400}]
     assert "entrypoint" not in api and "command" not in api  # nulls dropped
-    assert out["services"]["proxy"]["ports"][0]["published"] == 5100
+    assert [p["published"] for p in out["services"]["edge"]["ports"]] == [5100, 5543]
     assert out["secrets"]["postgres_password"] == {"name": "items-swarm_postgres_password_0123456789ab",
                                                    "file": "/srv/items/secrets/postgres_password"}
-    assert out["configs"]["swarm_proxy"]["file"] == "/srv/items/tools/swarm_proxy.py"
+    assert out["configs"]["pg_init"]["file"] == "/srv/items/build/postgres/10-app-role.sh"
     assert out["volumes"]["pgdata"] == {"name": "items-swarm_pgdata"}
 
 
@@ -689,7 +697,7 @@ def test_make_targets_call_the_tool():
                         "SWARM_STACK=demo", "SECRETS_DIR=/tmp/s"], cwd=ROOT, capture_output=True, text=True,
                        check=False, env={**os.environ, "MAKEFLAGS": ""})
     assert r.returncode == 0, r.stderr
-    lines = [line for line in r.stdout.splitlines() if "tools/" in line]
+    lines = [line for line in r.stdout.splitlines() if "tools/swarm.py" in line or "verify_stack" in line]
     assert lines == [
         *(f"SECRETS_DIR=/tmp/s SWARM_STACK=demo python3 tools/swarm.py {command}"
           for command in ("up", "update", "down")),
@@ -703,88 +711,3 @@ def test_make_targets_call_the_tool():
 ])
 def test_registry_references_are_deployed_as_given(ref, expected):
     assert swarm.from_registry(ref) is expected
-
-
-# --- tools/swarm_proxy.py: the API's entry point ----------------------------------------------
-
-
-def run_proxy_exchange(addresses: list[str], port: int, requests: int) -> tuple[list[bytes], list[str]]:
-    """Serve `requests` connections through a Proxy whose backend resolves to `addresses`."""
-    from tools import swarm_proxy
-
-    async def scenario():
-        proxy = swarm_proxy.Proxy(("backend.invalid", port), connect_timeout=1.0, max_connections=8)
-        tried = []
-
-        async def addresses_now():
-            return list(addresses)
-
-        connect = proxy.connect
-
-        async def recording_connect():
-            reader, writer, address = await connect()
-            tried.append(address)
-            return reader, writer, address
-
-        proxy.addresses = addresses_now
-        proxy.connect = recording_connect
-        server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-        listen = server.sockets[0].getsockname()[1]
-        answers = []
-        for _ in range(requests):
-            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
-            writer.write(b"ping")
-            writer.write_eof()
-            answers.append(await reader.read())
-            writer.close()
-        server.close()
-        return answers, tried
-
-    return asyncio.run(scenario())
-
-
-@pytest.fixture
-def echo_backend():
-    """A TCP server on 127.0.0.1 that answers `pong:<what it read>` and closes."""
-    import socketserver
-    import threading
-
-    class Echo(socketserver.BaseRequestHandler):
-        def handle(self):
-            data = b""
-            while chunk := self.request.recv(1024):
-                data += chunk
-            self.request.sendall(b"pong:" + data)
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def test_proxy_passes_bytes_both_ways_and_the_half_close(echo_backend):
-    answers, tried = run_proxy_exchange(["127.0.0.1"], echo_backend, 3)
-    assert answers == [b"pong:ping"] * 3 and tried == ["127.0.0.1"] * 3
-
-
-def test_proxy_skips_an_address_that_refuses(echo_backend):
-    # 127.0.0.2 is loopback too, but nothing listens there on this port: refused at once.
-    answers, tried = run_proxy_exchange(["127.0.0.2", "127.0.0.1"], echo_backend, 4)
-    assert answers == [b"pong:ping"] * 4
-    assert tried == ["127.0.0.1"] * 4  # round robin starts at each address in turn; the dead one is passed
-
-
-def test_proxy_closes_the_client_when_no_backend_answers(echo_backend):
-    answers, tried = run_proxy_exchange(["127.0.0.2"], echo_backend, 2)
-    assert answers == [b"", b""] and tried == []
-
-
-def test_proxy_settings_parse():
-    from tools import swarm_proxy
-
-    assert swarm_proxy.split_address("tasks.flask-api:5000", "") == ("tasks.flask-api", 5000)
-    assert swarm_proxy.split_address(":8080", "0.0.0.0") == ("0.0.0.0", 8080)
-    assert swarm_proxy.split_address("[::1]:80", "") == ("::1", 80)
-    with pytest.raises(SystemExit):
-        swarm_proxy.split_address("nohost", "")

@@ -14,7 +14,7 @@ import json
 import re
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
-from .model import API, FAIL, PASS, PGADMIN, POSTGRES, PROXY, SERVICES, WARN, Outcome, result
+from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -27,8 +27,8 @@ RESTART_POLICY = ("unless-stopped", 0)
 # compose.swarm.yaml's restart policy: Swarm's counterpart of unless-stopped (no attempt limit).
 SWARM_RESTART_POLICY = ("any", 0)
 # Update order per service: the API overlaps old and new tasks; PostgreSQL must never run twice
-# on one data directory; pgAdmin and the proxy hold a host port, which two tasks cannot share.
-UPDATE_ORDER = {API: "start-first", POSTGRES: "stop-first", PGADMIN: "stop-first", PROXY: "stop-first"}
+# on one data directory; pgAdmin and the edge hold a host port, which two tasks cannot share.
+UPDATE_ORDER = {API: "start-first", POSTGRES: "stop-first", PGADMIN: "stop-first", EDGE: "stop-first"}
 # Services whose data is on a node-local volume: pinned to exactly one node.
 PINNED = (POSTGRES, PGADMIN)
 PG_DATA = "/var/lib/postgresql"

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 CIS = "CIS Docker Benchmark 1.6.0"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
-# The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml) is
-# where clients reach the API in production; a development stack (compose.yaml alone) has none.
-# The Swarm stack's entry point is still tools/swarm_proxy.py's `proxy` (compose.swarm.yaml).
-API, POSTGRES, PGADMIN, EDGE, PROXY = "flask-api", "postgres", "pgadmin", "edge", "proxy"
+# The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml and
+# compose.swarm.yaml) is where clients reach the API in production; a development stack
+# (compose.yaml alone) has none.
+API, POSTGRES, PGADMIN, EDGE = "flask-api", "postgres", "pgadmin", "edge"
 SERVICES = (API, POSTGRES, PGADMIN, EDGE)
+SWARM_SERVICES = SERVICES
 PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
-SWARM_SERVICES = (API, POSTGRES, PGADMIN, PROXY)
-ENTRY_POINTS = (EDGE, PROXY)  # a stack's way in to the API, where it has one
 # The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
 EDGE_HTTP, EDGE_HTTPS = 8080, 8443
 

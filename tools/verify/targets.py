@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .model import API, EDGE_HTTP, ENTRY_POINTS, CannotRun, NotHere
+from .model import API, EDGE, EDGE_HTTP, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
 from .web import fetch
 
@@ -82,11 +82,9 @@ class Target:
     def address(self) -> tuple[str, int] | None:
         """Where this host reaches the service: the API through the stack's entry point (the edge)
         when the stack has one, anything else at its first published TCP port."""
-        if self.service == API:
-            for name in ENTRY_POINTS:
-                entry = self.stack.get(name)
-                if entry is not None and (found := entry.published(EDGE_HTTP)):
-                    return found
+        entry = self.stack.get(EDGE)
+        if self.service == API and entry is not None and (found := entry.published(EDGE_HTTP)):
+            return found
         return self.published()
 
     def http_get(self, path: str) -> tuple[int, str]:
