@@ -10,9 +10,10 @@ tools/self_signed_tls.sh):
 - served.crt: the certificate its HTTPS port served.
 
 The live checks run against real local servers (Python's TLS and HTTP
-servers replaying those answers, on ports the edge's record publishes);
-only `nginx -T` is scripted, since it needs the container. The expired pair
-is the weakened stack's (tests/stack/weakened/expired-tls.*).
+servers replaying those answers, on ports the edge's record publishes; see
+edge_doubles.py); only `nginx -T` is scripted, since it needs the
+container. The expired pair is the weakened stack's
+(tests/stack/weakened/expired-tls.*).
 """
 
 from __future__ import annotations
@@ -20,20 +21,12 @@ from __future__ import annotations
 import copy
 import json
 import ssl
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from edge_doubles import ANSWERS, DATA, DUMP, fresh_pair, make_pair, server
 
 from tools.verify import edge, nginx, tls, web
 from tools.verify.model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, FAIL, PASS, WARN, Failed
@@ -41,9 +34,6 @@ from tools.verify.registry import run_check
 from tools.verify.run import COMPOSE
 from tools.verify.targets import Target
 
-DATA = Path(__file__).parent / "data"
-DUMP = (DATA / "edge" / "nginx-T.txt").read_text()
-ANSWERS = json.loads((DATA / "edge" / "answers.json").read_text())
 SERVED = ssl.PEM_cert_to_DER_cert((DATA / "edge" / "served.crt").read_text())
 WEAKENED = Path(__file__).parents[1] / "stack" / "weakened"
 EDGE_RECORD = json.loads((DATA / "inspect" / "stack-edge.json").read_text())
@@ -192,72 +182,9 @@ def test_a_problem_document_needs_the_answers_status_and_a_title():
 # --- the checks, against real local servers -------------------------------------------------------
 
 
-def make_pair(folder: Path, not_before: datetime, not_after: datetime) -> tuple[Path, Path]:
-    """A self-signed ECDSA pair for localhost with these dates."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after).sign(key, hashes.SHA256()))
-    folder.mkdir(exist_ok=True)
-    crt, pem = folder / "tls.crt", folder / "tls.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    return crt, pem
-
-
 @pytest.fixture(scope="module")
 def current_pair(tmp_path_factory) -> tuple[Path, Path]:
-    now = datetime.now(UTC)
-    return make_pair(tmp_path_factory.mktemp("tls"), now - timedelta(days=1), now + timedelta(days=365))
-
-
-def replaying(captured: dict) -> type[BaseHTTPRequestHandler]:
-    """A handler that answers every GET with a captured answer, its Server header included."""
-
-    class Replay(BaseHTTPRequestHandler):
-        def version_string(self):
-            return dict(captured["headers"]).get("Server", "")
-
-        def do_GET(self):
-            body = captured["body"].encode()
-            self.send_response(captured["status"])
-            for key, value in captured["headers"]:
-                if key not in ("Server", "Date", "Content-Length", "Connection"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    return Replay
-
-
-@contextmanager
-def server(captured: dict, pair: tuple[Path, Path] | None = None,
-           versions: tuple[ssl.TLSVersion, ssl.TLSVersion] = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3),
-           any_cipher: bool = False) -> Iterator[int]:
-    """A local HTTP server replaying `captured` (HTTPS with `pair`, speaking `versions`); its port."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), replaying(captured))
-    if pair:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*pair)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            context.minimum_version, context.maximum_version = versions
-        if any_cipher:
-            context.set_ciphers("ALL:@SECLEVEL=0")
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return fresh_pair(tmp_path_factory.mktemp("tls"))
 
 
 class Edge(Target):

@@ -14,7 +14,7 @@ import json
 import re
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
-from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
+from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, WARN, Outcome, result
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -395,7 +395,7 @@ def secret_mounts(attrs: dict) -> list[dict]:
     return [m for m in attrs.get("Mounts") or [] if m.get("Destination", "").startswith(SECRETS_DIR)]
 
 
-@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets", services=SERVICES)
+@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets")
 def check_secrets_mounted(t: Target) -> Outcome:
     """Secrets arrive as read-only files under /run/secrets, and every *_FILE variable names one of them.
 
@@ -414,8 +414,8 @@ def check_secrets_mounted(t: Target) -> Outcome:
     return result(not problems, ", ".join(sorted(paths)), "; ".join(problems))
 
 
-@check("SECRETS-OWNER", "secret files owned by the service's user, not readable by others", services=SERVICES,
-       hardening=True, swarm_only=True)
+@check("SECRETS-OWNER", "secret files owned by the service's user, not readable by others", hardening=True,
+       swarm_only=True)
 def check_secret_owner(t: SwarmTarget) -> Outcome:
     """Swarm sets each secret file's owner and mode per service (Compose cannot): its user, no one else.
 
@@ -450,7 +450,7 @@ READERS = (
 )
 
 
-@check("SECRETS-READABLE", "secrets readable by the service's user", services=SERVICES, live=True)
+@check("SECRETS-READABLE", "secrets readable by the service's user", live=True)
 def check_secrets_readable(t: Target) -> Outcome:
     """Compose ignores uid/gid/mode for file secrets: the host file's mode decides who can read it.
 
