@@ -198,18 +198,11 @@ def statuses(counts: dict | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0])))
 
 
-def render(data: dict) -> str:
-    rows = data.get("rows", [])
-    out = [INTRO]
-    host = data.get("host", {})
-    out.append(
-        f"Last run: {data.get('generated_at', '?')}, scale {data.get('scale', '?')}, "
-        f"{data.get('suite_seconds', '?')} s for the suite (from the stack's start-up to its last test), "
-        f"{host.get('cpus', '?')} CPUs, Docker engine {data.get('engine', '?')}, "
-        f"revision `{data.get('revision', '?')}`.\n")
-    out.append("## Results\n")
-    out.append("| Scenario | Requests | Responses by status | No answer | Acknowledged | Lost | Recovery | Result |")
-    out.append("|---|---:|---|---|---:|---:|---|---|")
+def results_table(rows: list[dict]) -> list[str]:
+    """The "Results" section: one row per scenario."""
+    out = ["## Results\n",
+           "| Scenario | Requests | Responses by status | No answer | Acknowledged | Lost | Recovery | Result |",
+           "|---|---:|---|---|---:|---:|---|---|"]
     for r in rows:
         acked = r.get("acked")
         out.append("| " + " | ".join([
@@ -219,6 +212,42 @@ def render(data: dict) -> str:
             OUTCOME.get(r.get("outcome", "running"), r.get("outcome", "?")),
         ]) + " |")
     out.append("")
+    return out
+
+
+RUNNING = """\
+## Running it
+
+```sh
+make test                          # everything, the reliability suite at CI sizes (RELIABILITY_SCALE=1)
+make reliability                   # the reliability suite alone at RELIABILITY_SCALE=4, then this file
+make reliability RELIABILITY_SCALE=2
+make reliability-report            # this file again from the last results
+.venv/bin/pytest tests/reliability -k postgres -s   # one scenario, its figures printed
+```
+
+The suite starts its own stack (project `items-rel`, or `$RELIABILITY_PROJECT`; built by
+tests/compose_stack.py) on free loopback ports with its own secrets, beside the container
+suite's (tests/stack, `items-e2e`) and a user's own; it removes it, volumes included, at the end.
+Its edge lifts the per-client rate and connection limits, since every client on the test host
+is one address to it (the load scenarios stand for many clients); the slow and greedy client
+scenarios put the documented defaults back for their run. Tests that damage the stack restore
+it before they return. Without a Docker engine the tests skip, except under `CI=true` (which `.ci/run`
+sets), where they fail.
+`RELIABILITY_SEED` fixes schemathesis' seed (printed in the details above).
+"""
+
+
+def render(data: dict) -> str:
+    rows = data.get("rows", [])
+    out = [INTRO]
+    host = data.get("host", {})
+    out.append(
+        f"Last run: {data.get('generated_at', '?')}, scale {data.get('scale', '?')}, "
+        f"{data.get('suite_seconds', '?')} s for the suite (from the stack's start-up to its last test), "
+        f"{host.get('cpus', '?')} CPUs, Docker engine {data.get('engine', '?')}, "
+        f"revision `{data.get('revision', '?')}`.\n")
+    out += results_table(rows)
     out.append(COLUMNS)
     out.append("## Details\n")
     for r in rows:
@@ -241,27 +270,7 @@ def render(data: dict) -> str:
         out += [f"- {note}" for note in data["notes"]]
         out.append("")
     out.append(SCENARIOS)
-    out.append("""\
-## Running it
-
-```sh
-make test                          # everything, the reliability suite at CI sizes (RELIABILITY_SCALE=1)
-make reliability                   # the reliability suite alone at RELIABILITY_SCALE=4, then this file
-make reliability RELIABILITY_SCALE=2
-make reliability-report            # this file again from the last results
-.venv/bin/pytest tests/reliability -k postgres -s   # one scenario, its figures printed
-```
-
-The suite starts its own stack (project `items-rel`, or `$RELIABILITY_PROJECT`; built by
-tests/compose_stack.py) on free loopback ports with its own secrets, beside the container
-suite's (tests/stack, `items-e2e`) and a user's own; it removes it, volumes included, at the end.
-Its edge lifts the per-client rate and connection limits, since every client on the test host
-is one address to it (the load scenarios stand for many clients); the slow and greedy client
-scenarios put the documented defaults back for their run. Tests that damage the stack restore
-it before they return. Without a Docker engine the tests skip, except under `CI=true` (which `.ci/run`
-sets), where they fail.
-`RELIABILITY_SEED` fixes schemathesis' seed (printed in the details above).
-""")
+    out.append(RUNNING)
     return "\n".join(out)
 
 

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     name = (args.stack if args.swarm else args.project) or on.default_name()
     try:
         client = connect()
-        targets = wait(on, client, name, args.wait) if args.wait > 0 else on.load(client, name)
+        targets = (wait(on, client, name, args.wait, profile=args.profile) if args.wait > 0
+                   else on.load(client, name))
     except CannotRun as e:
         print(f"verify_stack: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from compose_stack import COMPOSE_FILES
-from tools.verify.model import API, PGADMIN, POSTGRES, SERVICES
+from tools.verify.model import API, EDGE, PGADMIN, POSTGRES, SERVICES
 from tools.verify.run import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,8 @@ def expected_ids() -> set[tuple[str, str]]:
 def test_prod_stack_passes_and_reports_every_check(stack):
     r = run_verify(stack, "--json", "--wait", "120")
     report = json.loads(r.stdout)
-    assert r.returncode == 0, [f for f in report["findings"] if f["result"] != "pass"]
+    assert r.returncode == 0, [(f["service"], f["id"], f["detail"]) for f in report["findings"]
+                               if f["result"] != "pass"]
     assert report["profile"] == "prod" and report["benchmark"] == "CIS Docker Benchmark 1.6.0"
     assert {(f["service"], f["id"]) for f in report["findings"]} == expected_ids()
     assert report["summary"] == {"pass": len(expected_ids()), "warn": 0, "fail": 0}
@@ -118,6 +119,9 @@ WEAKENINGS = [
     ("env-password", API, {(API, "ENV-NO-SECRETS")}),
     ("public-port", PGADMIN, {(PGADMIN, "PORTS-LOOPBACK")}),
     ("nnp-false", POSTGRES, {(POSTGRES, "NO-NEW-PRIVS")}),
+    ("api-port", API, {(API, "API-UNPUBLISHED")}),
+    ("tls-expired", EDGE, {(EDGE, "EDGE-TLS-CERT")}),
+    ("tls-off", EDGE, {(EDGE, "EDGE-TLS-CERT"), (EDGE, "EDGE-TLS-VERSIONS"), (EDGE, "EDGE-HSTS")}),
 ]
 
 
@@ -128,7 +132,8 @@ def test_weakened_stack_fails_the_right_check(stack, name, service, expected):
     report = json.loads(r.stdout)
     assert r.returncode == 1
     assert report["profile"] == "prod"  # the override is a third file: still the prod stack
-    assert failures(report) == expected
+    assert failures(report) == expected, [(f["service"], f["id"], f["detail"]) for f in report["findings"]
+                                          if f["result"] == "fail"]
 
 
 def test_every_weakening_file_is_tested():

@@ -15,9 +15,10 @@ fields; `_top` holds the container's `docker top -o uid,pid,args` output.
   cap-drop ALL, limits, unless-stopped, the `local` log driver.
 - python-root: privileged, host network and IPC, `no-new-privileges=true`,
   no limits, log driver none, a root process.
-- stack-flask-api, stack-postgres, stack-pgadmin: the three containers of the
-  real prod stack (compose.yaml + compose.prod.yaml); host paths rewritten to
-  /srv/items and the project name to `items`.
+- stack-flask-api, stack-postgres, stack-pgadmin, stack-edge: the four
+  containers of the real prod stack (compose.yaml + compose.prod.yaml; the API
+  and the edge captured again when the edge came in front of the API); host
+  paths rewritten to /srv/items and the project name to `items`.
 - restart policies: postgres-strict was started with on-failure:5 (CIS 5.15's
   value), pgadmin-strict with unless-stopped (what compose.prod.yaml documents).
 """
@@ -31,11 +32,11 @@ from pathlib import Path
 import pytest
 
 from tools import verify_stack as cli
-from tools.verify import checks, engine, values
-from tools.verify.model import API, PGADMIN, POSTGRES, CannotRun, Finding
+from tools.verify import checks, edge, engine, values
+from tools.verify.model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, CannotRun, Finding
 from tools.verify.registry import Check, run_check
 from tools.verify.report import exit_code, render
-from tools.verify.run import COMPOSE, verify
+from tools.verify.run import COMPOSE, expected, verify
 from tools.verify.targets import Target
 
 DATA = Path(__file__).parent / "data" / "inspect"
@@ -262,6 +263,8 @@ CASES = [
     ("postgres-weak", checks.check_ports_loopback, "fail", "0.0.0.0:32768->5432/tcp"),
     ("python-root", checks.check_db_unpublished, "pass", "not published"),
     ("postgres-strict", checks.check_db_unpublished, "fail", "published on 127.0.0.1:32770"),
+    ("stack-flask-api", checks.check_api_unpublished, "pass", "not published"),
+    ("pgadmin-strict", checks.check_api_unpublished, "fail", "published on 127.0.0.1:32771->8080/tcp"),
     ("postgres-strict", checks.check_secrets_mounted, "pass", "/run/secrets/db_password"),
     ("postgres-weak", checks.check_secrets_mounted, "pass", "/run/secrets/locked"),
     ("python-root", checks.check_secrets_mounted, "fail", "nothing mounted"),
@@ -286,10 +289,14 @@ def test_check_on_captured_record(name, check, expected, fragment):
     assert fragment in detail
 
 
+# Checks that exec or probe: tested below with scripted targets, the edge's in test_verify_edge.py.
+PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_pgadmin_ping,
+          checks.check_db_role, edge.check_tls_certificate, edge.check_tls_versions, edge.check_hsts, edge.check_timeouts,
+          edge.check_limits, edge.check_errors}
+
+
 def test_every_check_has_a_unit_case_or_a_scripted_test():
-    covered = {c[1] for c in CASES} | {checks.check_secrets_readable, checks.check_api_health,
-                                       checks.check_pgadmin_ping, checks.check_db_role}
-    assert {c.fn for c in COMPOSE.checks} <= covered
+    assert {c.fn for c in COMPOSE.checks} <= {c[1] for c in CASES} | PROBES
 
 
 def test_check_table_ids_are_unique_and_cis_is_1_6_0_numbering():
@@ -418,7 +425,8 @@ def test_verify_reports_a_missing_service_and_runs_only_matching_checks():
     targets = {POSTGRES: target("postgres-strict")}
     findings = verify(targets, "prod")
     missing = [f for f in findings if f.service != POSTGRES]
-    assert [(f.service, f.id, f.result) for f in missing] == [(API, "RUNNING", "fail"), (PGADMIN, "RUNNING", "fail")]
+    assert [(f.service, f.id, f.result) for f in missing] == [
+        (API, "RUNNING", "fail"), (PGADMIN, "RUNNING", "fail"), (EDGE, "RUNNING", "fail")]
     ids = [f.id for f in findings if f.service == POSTGRES]
     assert "DB-VOLUME" in ids and "API-HEALTH" not in ids and "PGADMIN-PING" not in ids
 
@@ -446,11 +454,13 @@ def test_main_exits_2_with_one_line_when_the_engine_is_missing(monkeypatch, caps
 
 
 class FakeContainer:
-    def __init__(self, attrs, service, project="kit", oneoff=False):
+    def __init__(self, attrs, service, project="kit", oneoff=False, by_compose=True):
         self.attrs = attrs
         self.name = attrs["Name"].lstrip("/")
-        self.labels = {engine.PROJECT_LABEL: project, engine.SERVICE_LABEL: service,
-                       engine.ONEOFF_LABEL: "True" if oneoff else "False"}
+        # The labels an image built by Compose passes on to any container made from it ...
+        self.labels = {engine.PROJECT_LABEL: project, engine.SERVICE_LABEL: service}
+        if by_compose:  # ... and those Compose adds to the containers it makes.
+            self.labels |= {engine.ONEOFF_LABEL: "True" if oneoff else "False", engine.NUMBER_LABEL: "1"}
 
 
 class FakeClient:
@@ -473,6 +483,12 @@ def test_load_targets_skips_one_offs_and_says_when_the_project_is_empty():
         engine.load_targets(FakeClient([]), "kit")
 
 
+def test_a_container_run_from_an_image_compose_built_is_not_the_projects():
+    client = FakeClient([FakeContainer(record("python-root"), API, by_compose=False),
+                         FakeContainer(record("stack-flask-api"), API)])
+    assert engine.load_targets(client, "kit")[API].attrs["Name"] == "/items-flask-api-1"
+
+
 def test_main_json_output(monkeypatch, capsys):
     client = FakeClient([FakeContainer(record("postgres-weak"), POSTGRES)])
     monkeypatch.setattr(cli, "connect", lambda: client)
@@ -489,19 +505,46 @@ def test_main_json_output(monkeypatch, capsys):
 
 # --- the real prod stack's records ------------------------------------------------------------
 
-STACK = {API: "stack-flask-api", POSTGRES: "stack-postgres", PGADMIN: "stack-pgadmin"}
+STACK = {API: "stack-flask-api", POSTGRES: "stack-postgres", PGADMIN: "stack-pgadmin", EDGE: "stack-edge"}
 
 
-def test_prod_stack_records_pass_every_record_check():
+def prod_stack() -> dict[str, Target]:
     targets: dict = {}
     for service, name in STACK.items():
         targets[service] = Target(service, record(name), stack=targets)
+    return targets
+
+
+def test_prod_stack_records_pass_every_record_check():
+    targets = prod_stack()
     assert engine.detect_profile(targets) == "prod"
     findings = [run_check(c, targets[s], "prod") for s in STACK for c in COMPOSE.checks
-                if s in c.services and c.fn not in (checks.check_secrets_readable, checks.check_api_health,
-                                                     checks.check_pgadmin_ping, checks.check_db_role)]
+                if s in c.services and c.fn not in PROBES]
     assert [f for f in findings if f.result != "pass"] == []
-    assert {f.id for f in findings} >= {"PROCS-NONROOT", "DB-VOLUME", "DB-UNPUBLISHED", "RESTART"}
+    assert {f.id for f in findings} >= {"PROCS-NONROOT", "DB-VOLUME", "DB-UNPUBLISHED", "API-UNPUBLISHED",
+                                        "RESTART"}
+    # The edge is hardened like every other service.
+    assert {f.id for f in findings if f.service == EDGE} >= {
+        "USER", "PROCS-NONROOT", "READ-ONLY", "CAPS", "NO-NEW-PRIVS", "MEMORY", "CPU", "PIDS", "HEALTHCHECK",
+        "RESTART", "LOG-ROTATION", "SECRETS-MOUNTED", "PORTS-LOOPBACK", "ENV-NO-SECRETS"}
+
+
+def test_the_api_is_reached_through_the_edges_http_port():
+    targets = prod_stack()
+    assert targets[API].published() is None
+    assert targets[EDGE].published(EDGE_HTTP) == ("127.0.0.1", 25000)
+    assert targets[EDGE].published(EDGE_HTTPS) == ("127.0.0.1", 25443)
+    assert targets[API].address() == ("127.0.0.1", 25000)
+    # A development stack has no edge: the API's own published port.
+    assert Target(API, record("postgres-strict"), stack={}).address() == ("127.0.0.1", 32770)
+
+
+def test_a_development_stack_does_not_miss_the_edge_but_prod_does():
+    targets = prod_stack()
+    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN, EDGE)  # there: checked
+    del targets[EDGE]
+    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN)
+    assert expected(COMPOSE, targets, "prod") == (API, POSTGRES, PGADMIN, EDGE)  # missing: RUNNING fails
 
 
 def test_prod_stack_api_as_root_is_caught_by_both_user_checks():

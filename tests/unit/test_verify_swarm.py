@@ -8,7 +8,9 @@ on this node with their `docker top` under `_top`, and the image's health
 check; under `facts` the node, docker_gwbridge (bound to 127.0.0.1), the
 networks and the engine's security options. tests/unit/data/swarm/rendered.json is
 `docker compose config --format json` of the three compose files, host paths
-rewritten to /srv/items. Each test weakens a copy in one place.
+rewritten to /srv/items. Each test weakens a copy in one place. The edge's
+live checks meet local servers replaying a real edge's answers and its
+`nginx -T` (edge_doubles.py), never what this machine runs on the captured ports.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from edge_doubles import DUMP, edge_ports
 
 from tools import swarm
 from tools import verify_stack as cli
 from tools.verify import budget, checks, engine, values
+from tools.verify import tls as verify_tls
 from tools.verify.model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SWARM_SERVICES, WARN, Finding
 from tools.verify.registry import run_check
 from tools.verify.report import render
@@ -39,7 +43,9 @@ DATA = Path(__file__).parent / "data" / "swarm"
 CAPTURED = json.loads((DATA / "stack.json").read_text())
 RENDERED = json.loads((DATA / "rendered.json").read_text())
 class FakeSwarmTarget(SwarmTarget):
-    """A SwarmTarget whose exec and HTTP answers are scripted (and recorded)."""
+    """A SwarmTarget whose exec and HTTP answers are scripted (and recorded), the edge's ports local servers."""
+
+    edge_ports: dict[int, int] = {}  # the edge's target ports -> the local servers standing in (edge_here)
 
     def __init__(self, *args, http=(200, '{"checks": {"database": "ok"}}'), execs=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,12 +63,26 @@ class FakeSwarmTarget(SwarmTarget):
             return 0, "max_connections=100\nreserved_connections=0\nsuperuser_reserved_connections=3"
         if cmd[0] == "psql":
             return 0, "f"
+        if cmd[:2] == ["nginx", "-T"]:
+            return 0, DUMP
         return 0, ""  # reading a secret file works
 
     def http_get(self, path):
         if isinstance(self.http, Exception):
             raise self.http
         return self.http
+
+    def published(self, port=None):
+        if self.service == EDGE and port in self.edge_ports:
+            return "127.0.0.1", self.edge_ports[port]
+        return super().published(port)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def edge_here(tmp_path_factory):
+    with edge_ports(tmp_path_factory.mktemp("edge")) as ports:
+        FakeSwarmTarget.edge_ports = ports
+        yield ports
 
 
 def captured(**changes) -> dict:
@@ -322,12 +342,22 @@ def test_published_database_fails():
         FAIL, "published on 127.0.0.1:5432->5432/tcp (host)")
 
 
+def test_published_api_fails():
+    assert one("API-UNPUBLISHED", API) == (PASS, "not published")
+
+    def publish(s, facts):
+        spec(s)["EndpointSpec"] = {"Ports": [{"Protocol": "tcp", "TargetPort": 5000, "PublishedPort": 5000,
+                                              "PublishMode": "ingress"}]}
+    assert one("API-UNPUBLISHED", API, captured(**{API: publish})) == (
+        FAIL, "published on *:5000->5000/tcp (ingress)")
+
+
 def test_the_api_is_probed_through_the_edge():
     api = targets(cls=SwarmTarget)[API]
     calls = []
 
     class Answer:
-        status = 200
+        status, headers = 200, {}
 
         def read(self, n):
             return b'{"checks": {"database": "ok"}}'
@@ -353,7 +383,7 @@ def test_the_api_is_probed_on_the_edges_http_port_whatever_the_published_order()
         spec(s)["EndpointSpec"]["Ports"] = [
             {"Protocol": "tcp", "TargetPort": 8443, "PublishedPort": 4443, "PublishMode": "host"},
             {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 5100, "PublishMode": "host"}]
-    assert targets(captured(**{EDGE: tls_first}))[API].address() == ("127.0.0.1", 5100)
+    assert targets(captured(**{EDGE: tls_first}), cls=SwarmTarget)[API].address() == ("127.0.0.1", 5100)
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -507,6 +537,8 @@ class FakeContainer:
         text = " ".join(cmd)
         if "pg_settings" in text:
             out = b"max_connections=100\nreserved_connections=0\nsuperuser_reserved_connections=3"
+        elif cmd[:2] == ["nginx", "-T"]:
+            out = DUMP.encode()
         else:
             out = b"f" if cmd[0] == "psql" else b""
         return SimpleNamespace(exit_code=0, output=out)
@@ -567,13 +599,17 @@ def test_load_swarm_maps_services_tasks_and_local_containers():
 
 def test_main_swarm_json_report_and_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(cli, "connect", lambda: FakeClient(CAPTURED))
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout, **tls: (_ for _ in ()).throw(
         urllib.error.URLError("refused")))
+    monkeypatch.setattr(verify_tls, "handshake", lambda host, port, context: (_ for _ in ()).throw(
+        ConnectionRefusedError(111, "Connection refused")))
     code = cli.main(["--swarm", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["orchestrator"] == "swarm" and report["project"] == "items-swarm"
     failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
-    assert failed == {(API, "API-HEALTH"), (PGADMIN, "PGADMIN-PING")}  # nothing answers HTTP here
+    # Nothing answers HTTP or TLS here; the edge's configuration (nginx -T) is read all the same.
+    assert failed == {(API, "API-HEALTH"), (PGADMIN, "PGADMIN-PING"), *(
+        (EDGE, i) for i in ("EDGE-TLS-CERT", "EDGE-TLS-VERSIONS", "EDGE-HSTS", "EDGE-ERRORS"))}
     assert code == report["exit_code"] == 1
 
 

@@ -14,7 +14,7 @@ import json
 import re
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
-from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
+from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, WARN, Outcome, result
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -327,17 +327,43 @@ def check_ports_loopback(t: Target) -> Outcome:
     return result(all(is_loopback(ip) for _, ip, _ in bindings), shown, shown)
 
 
-def check_swarm_db_unpublished(t: SwarmTarget) -> Outcome:
-    """The API and pgAdmin reach PostgreSQL on the backend overlay network; publishing only adds exposure."""
+def unpublished(t: Target) -> Outcome:
+    return result(not port_bindings(t.attrs), "not published", f"published on {shown_bindings(t)}")
+
+
+def swarm_unpublished(t: SwarmTarget) -> Outcome:
     ports = swarm_ports(t)
     return result(not ports, "not published", "published on " + ", ".join(s for s, _ in ports))
+
+
+def check_swarm_db_unpublished(t: SwarmTarget) -> Outcome:
+    """The API and pgAdmin reach PostgreSQL on the backend overlay network; publishing only adds exposure."""
+    return swarm_unpublished(t)
 
 
 @check("DB-UNPUBLISHED", "PostgreSQL port not published", cis="5.9", services=(POSTGRES,), hardening=True,
        swarm=Variant(check_swarm_db_unpublished))
 def check_db_unpublished(t: Target) -> Outcome:
     """The API and pgAdmin reach PostgreSQL on the Compose network; a published port only adds exposure."""
-    return result(not port_bindings(t.attrs), "not published", f"published on {shown_bindings(t)}")
+    return unpublished(t)
+
+
+def check_swarm_api_unpublished(t: SwarmTarget) -> Outcome:
+    """Clients reach the API's tasks through the stack's entry point, on the overlay network; a port of
+    their own would bypass it."""
+    return swarm_unpublished(t)
+
+
+@check("API-UNPUBLISHED", "the API's port not published (clients come through the edge)", cis="5.9",
+       services=(API,), hardening=True, swarm=Variant(check_swarm_api_unpublished))
+def check_api_unpublished(t: Target) -> Outcome:
+    """In production clients reach the API only through the edge: a port of its own would bypass the edge's
+    TLS, timeouts and limits.
+
+    The development stack (compose.yaml alone) has no edge and publishes the
+    API's port on loopback: a warning under --profile dev.
+    """
+    return unpublished(t)
 
 
 @check("PLACEMENT", "a service with a local volume is pinned to one node", services=PINNED, swarm_only=True)
@@ -369,7 +395,7 @@ def secret_mounts(attrs: dict) -> list[dict]:
     return [m for m in attrs.get("Mounts") or [] if m.get("Destination", "").startswith(SECRETS_DIR)]
 
 
-@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets", services=SERVICES)
+@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets")
 def check_secrets_mounted(t: Target) -> Outcome:
     """Secrets arrive as read-only files under /run/secrets, and every *_FILE variable names one of them.
 
@@ -388,8 +414,8 @@ def check_secrets_mounted(t: Target) -> Outcome:
     return result(not problems, ", ".join(sorted(paths)), "; ".join(problems))
 
 
-@check("SECRETS-OWNER", "secret files owned by the service's user, not readable by others", services=SERVICES,
-       hardening=True, swarm_only=True)
+@check("SECRETS-OWNER", "secret files owned by the service's user, not readable by others", hardening=True,
+       swarm_only=True)
 def check_secret_owner(t: SwarmTarget) -> Outcome:
     """Swarm sets each secret file's owner and mode per service (Compose cannot): its user, no one else.
 
@@ -424,7 +450,7 @@ READERS = (
 )
 
 
-@check("SECRETS-READABLE", "secrets readable by the service's user", services=SERVICES, live=True)
+@check("SECRETS-READABLE", "secrets readable by the service's user", live=True)
 def check_secrets_readable(t: Target) -> Outcome:
     """Compose ignores uid/gid/mode for file secrets: the host file's mode decides who can read it.
 

@@ -19,6 +19,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+NUMBER_LABEL = "com.docker.compose.container-number"  # set on the containers Compose makes, never on images
 PROD_FILE = "compose.prod.yaml"
 STACK_LABEL = "com.docker.stack.namespace"
 DEFAULT_STACK = "items-swarm"
@@ -73,12 +74,17 @@ def detect_profile(targets: dict[str, Target]) -> str:
 
 
 def load_targets(client, project: str) -> dict[str, Target]:
-    """The project's service containers (not `compose run` one-offs), keyed by service."""
+    """The project's service containers (not `compose run` one-offs), keyed by service.
+
+    An image Compose built carries the project's and service's labels into
+    every container made from it, `docker run` ones included: only a
+    container with Compose's own container number is the project's.
+    """
     containers = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
     targets: dict[str, Target] = {}
     for c in containers:
         labels = c.labels or {}
-        if labels.get(ONEOFF_LABEL, "False") == "True":
+        if labels.get(ONEOFF_LABEL, "False") == "True" or NUMBER_LABEL not in labels:
             continue
         service = labels.get(SERVICE_LABEL, c.name)
         current = targets.get(service)

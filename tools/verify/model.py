@@ -11,18 +11,25 @@ from dataclasses import dataclass
 CIS = "CIS Docker Benchmark 1.6.0"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
-# The stack's services, as compose.yaml names them; the Swarm stack adds its entry point, the
-# edge (nginx, compose.prod.yaml's `edge`).
-API, POSTGRES, PGADMIN = "flask-api", "postgres", "pgadmin"
-EDGE = "edge"
-SERVICES = (API, POSTGRES, PGADMIN)
-SWARM_SERVICES = (*SERVICES, EDGE)
+# The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml and
+# compose.swarm.yaml) is where clients reach the API in production; a development stack
+# (compose.yaml alone) has none.
+API, POSTGRES, PGADMIN, EDGE = "flask-api", "postgres", "pgadmin", "edge"
+SERVICES = (API, POSTGRES, PGADMIN, EDGE)
+SWARM_SERVICES = SERVICES
+PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
+# The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
+EDGE_HTTP, EDGE_HTTPS = 8080, 8443
 
 Outcome = tuple[str, str]  # (result, detail): what every check returns
 
 
 class CannotRun(Exception):
     """The verifier cannot do its job (no engine, no stack): exit code 2."""
+
+
+class Failed(Exception):
+    """A check met its failure before judging anything (a port not published, nothing to read): the detail."""
 
 
 class NotHere(Exception):

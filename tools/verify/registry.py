@@ -7,15 +7,16 @@ profile requires it (hardening: a warning under --profile dev), what it asks
 to, and how it runs on Swarm: the same function, a variant with a function or
 title of its own, or not at all. The verifier, `--list-checks` and the table
 in docs/verify.md all read this table, so they cannot disagree. Adding a
-check is adding one decorated function to checks.py.
+check is adding one decorated function to checks.py (edge.py for the edge's).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import FAIL, SERVICES, WARN, Finding, NotHere, Outcome
+from .model import FAIL, SERVICES, WARN, Failed, Finding, NotHere, Outcome
 from .targets import Target
 
 CheckFn = Callable[[Target], Outcome]
@@ -81,16 +82,18 @@ class Entry:
     drill: bool  # a --chaos drill: run only when asked, once, on the API
 
     def form(self, orchestrator: str, services: tuple[str, ...]) -> Check | None:
-        """This check as `orchestrator` ("compose" or "swarm") runs it; None where it does not run."""
+        """This check as `orchestrator` ("compose" or "swarm", with `services`) runs it, on those of its
+        services the orchestrator has; None where it does not run."""
         if orchestrator == "compose":
             fn, title = self.compose, self.title
         elif self.swarm is None:
             return None
         else:
             fn, title = self.swarm.fn or self.compose, self.swarm.title or self.title
-        if fn is None:
+        mine = tuple(s for s in self.services or services if s in services)
+        if fn is None or not mine:
             return None
-        return Check(self.id, title, self.cis, fn, self.services or services, self.hardening, self.live)
+        return Check(self.id, title, self.cis, fn, mine, self.hardening, self.live)
 
     def info(self) -> CheckInfo:
         main = self.compose or self.swarm.fn
@@ -105,15 +108,24 @@ class Entry:
 
 
 TABLE: list[Entry] = []
+# The modules that define checks, in the table's order: the container checks, the edge's, the drills.
+MODULES = ("checks", "edge", "chaos")
+
+
+def module(entry: Entry) -> str:
+    return (entry.compose or entry.swarm.fn).__module__.rpartition(".")[2]
 
 
 def table() -> list[Entry]:
-    """The whole check table: the checks in checks.py's order, then the drills.
+    """The whole check table: the checks of MODULES in that order, each module's in its own, whatever
+    was imported first; the drills last.
 
     Importing the modules that define checks fills it.
     """
-    from . import chaos, checks  # noqa: F401
-    return [e for e in TABLE if not e.drill] + [e for e in TABLE if e.drill]
+    for name in MODULES:
+        importlib.import_module(f"{__package__}.{name}")
+    rank = {name: i for i, name in enumerate(MODULES)}
+    return sorted(TABLE, key=lambda e: (e.drill, rank.get(module(e), len(MODULES))))
 
 
 def check(id: str, title: str, *, cis: str = "", services: tuple[str, ...] | None = None,
@@ -145,6 +157,8 @@ def run_check(check: Check, t: Target, profile: str) -> Finding:
             outcome, detail = check.fn(t)
         except NotHere as e:  # Swarm: no task of this service runs on this node
             outcome, detail = WARN, str(e)
+        except Failed as e:
+            outcome, detail = FAIL, str(e)
         except Exception as e:  # a broken probe is a finding, not a crash of the verifier
             outcome, detail = FAIL, f"{type(e).__name__}: {e}"
     if outcome == FAIL and check.hardening and profile == "dev":

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import compose_project_name, default_stack, detect_profile, load_swarm, load_targets
-from .model import FAIL, SERVICES, SWARM_SERVICES, Finding
+from .model import FAIL, PROD_ONLY, SERVICES, SWARM_SERVICES, Finding
 from .registry import Check, run_check, table
 from .targets import Target
 
@@ -46,11 +46,16 @@ SWARM = Orchestrator("swarm", "Swarm stack", SWARM_SERVICES, "no Swarm service",
                      lambda targets: "prod")
 
 
+def expected(on: Orchestrator, targets: dict[str, Target], profile: str) -> tuple[str, ...]:
+    """The services to check: the orchestrator's, less a prod-only one (the edge) that a dev stack lacks."""
+    return tuple(s for s in on.services if s in targets or profile != "dev" or s not in PROD_ONLY)
+
+
 def verify(targets: dict[str, Target], profile: str, on: Orchestrator = COMPOSE) -> list[Finding]:
     """Every check on every service it applies to; a missing service is one failure."""
     findings = []
     table = on.checks
-    for service in on.services:
+    for service in expected(on, targets, profile):
         t = targets.get(service)
         if t is None:
             findings.append(Finding(service, table[0].id, table[0].title, "", FAIL,
@@ -64,15 +69,20 @@ def health_word(t: Target | None) -> str:
     return "missing" if t is None else t.health()
 
 
-def wait(on: Orchestrator, client, name: str, seconds: float, out=sys.stderr) -> dict[str, Target]:
-    """Load until every service is ready, or the time is up; progress on one line (redrawn on a tty)."""
+def wait(on: Orchestrator, client, name: str, seconds: float, out=sys.stderr,
+         profile: str | None = None) -> dict[str, Target]:
+    """Load until every expected service is ready, or the time is up; progress on one line (redrawn on a tty).
+
+    Without a `profile`, the one the stack itself suggests decides which services are expected.
+    """
     deadline = time.monotonic() + seconds
     last, tty = "", out.isatty()
     while True:
         targets = on.load(client, name)
-        line = ", ".join(f"{s} {health_word(targets.get(s))}" for s in on.services)
+        services = expected(on, targets, profile or on.default_profile(targets))
+        line = ", ".join(f"{s} {health_word(targets.get(s))}" for s in services)
         left = deadline - time.monotonic()
-        if all(s in targets and targets[s].ready() for s in on.services) or left <= 0:
+        if all(s in targets and targets[s].ready() for s in services) or left <= 0:
             if last:
                 print(("\r" if tty else "") + f"waited: {line}" + (" " * 10), file=out)
             return targets

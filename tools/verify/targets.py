@@ -1,7 +1,8 @@
 """What the checks look at: a Compose service's container, or a Swarm service seen as one.
 
 A `Target` wraps one service's `docker inspect` record and the live calls a
-check may make (`top`, `exec`, an HTTP GET on its published port). A
+check may make (`top`, `exec`, where a container port is published, an HTTP
+GET on its address: the API's through the stack's entry point). A
 `SwarmTarget` is the adapter that lets the same checks read a Swarm service:
 its spec is reshaped into a container record (`spec_attrs`), and the live
 calls go to the containers of its tasks on this node. Both also answer the
@@ -14,26 +15,14 @@ the key `_top`) and no engine.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
-from .model import API, EDGE, CannotRun, NotHere
+from .model import API, EDGE, EDGE_HTTP, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
+from .web import fetch
 
 TOP_ARGS = "-o uid,pid,args"  # `docker top` runs ps on the host, so distroless images need no ps
-HTTP_TIMEOUT = 5.0
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
-EDGE_HTTP_PORT = 8080  # the edge's plain HTTP port in its container (8443 is HTTPS)
-
-
-def get_url(url: str) -> tuple[int, str]:
-    """GET `url`; (status, the start of the body), error statuses included."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as r:
-            return r.status, r.read(4096).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(4096).decode("utf-8", "replace")
 
 
 class Target:
@@ -86,17 +75,26 @@ class Target:
         result = self.containers[0].exec_run(cmd, user=user, demux=False)
         return result.exit_code, (result.output or b"").decode("utf-8", "replace").strip()
 
+    def published(self, port: int | None = None) -> tuple[str, int] | None:
+        """Where this host reaches the service's container `port` (default: its first published TCP port)."""
+        return published_port(self.attrs, port)
+
     def address(self) -> tuple[str, int] | None:
-        """Where this host reaches the service: its first published TCP port."""
-        return published_port(self.attrs)
+        """Where this host reaches the service: the API through the stack's entry point (the edge)
+        when the stack has one, anything else at its first published TCP port."""
+        entry = self.stack.get(EDGE)
+        if self.service == API and entry is not None and (found := entry.published(EDGE_HTTP)):
+            return found
+        return self.published()
 
     def http_get(self, path: str) -> tuple[int, str]:
-        """GET a path on the service's published port, from this host; (status, body)."""
+        """GET a path on the service (see address), from this host; (status, body)."""
         address = self.address()
         if address is None:
             raise ConnectionError("no published port")
         host, port = address
-        return get_url(f"http://{host}:{port}{path}")
+        answer = fetch(f"http://{host}:{port}{path}")
+        return answer.status, answer.body
 
     # --- state, for the wait loop and the chaos drills ----------------------------------------------
 
@@ -267,18 +265,14 @@ class SwarmTarget(Target):
         gw = self.facts.get("gwbridge") or {}
         return (gw.get("Options") or {}).get(HOST_BINDING) or "0.0.0.0"
 
-    def address(self) -> tuple[str, int] | None:
-        """The service's published port, or for the API the edge's (its entry point)."""
-        t = self
-        if not t.endpoint_ports() and self.service == API and EDGE in self.stack:
-            t = self.stack[EDGE]
-        ports = [p for p in t.endpoint_ports()
-                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"]
+    def published(self, port: int | None = None) -> tuple[str, int] | None:
+        """Where this host reaches the service's target `port` (default: its first published TCP port)."""
+        ports = [p for p in self.endpoint_ports()
+                 if p.get("PublishedPort") and p.get("Protocol", "tcp") == "tcp"
+                 and (port is None or p.get("TargetPort") == port)]
         if not ports:
             return None
-        # `docker stack deploy` sorts ports by published port: pick the edge's plain HTTP one.
-        ports.sort(key=lambda p: p.get("TargetPort") != EDGE_HTTP_PORT)
-        host = t.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
+        host = self.binding() if ports[0].get("PublishMode") == "host" else "127.0.0.1"
         return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), int(ports[0]["PublishedPort"])
 
     def health(self) -> str:

@@ -71,9 +71,11 @@ def is_loopback(host_ip: str) -> bool:
         return False
 
 
-def published_port(attrs: dict) -> tuple[str, int] | None:
-    """Where this host reaches the service: (host, port) of the first TCP binding."""
+def published_port(attrs: dict, port: int | None = None) -> tuple[str, int] | None:
+    """Where this host reaches the service: (host, port) of its first TCP binding, or container `port`'s."""
     for container_port, host_ip, host_port in port_bindings(attrs):
+        if port and container_port != f"{port}/tcp":
+            continue
         if container_port.endswith("/tcp") and host_port.isdigit() and host_port != "0":
             if host_ip in ("0.0.0.0", "::", ""):
                 host_ip = "127.0.0.1"
