@@ -2,13 +2,16 @@
 
 The page loads with no failed request and no request to any host but the stack's, lists every
 operation of the document, and "Try it out" on ``GET /items`` answers 200 with the items once a
-key is entered in the page's "Authorize" dialog, 401 without one. Screenshots are kept in
-test-artifacts/.
+key is entered in the page's "Authorize" dialog, 401 without one; with a write key, an item is
+created, read, changed and deleted from the page. Screenshots are kept in test-artifacts/.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -58,15 +61,28 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=os.path.join(ROOT_ARTIFACTS, name), full_page=True)
 
 
-def list_items_operation(page):
-    """The "List items" operation (GET /items), expanded, with "Try it out" pressed."""
-    operation = page.locator(".opblock.opblock-get").filter(has_text="List items")
+def try_operation(page, summary: str, params: dict | None = None, body: str | None = None) -> tuple[str, str]:
+    """Expand the operation with this summary, press "Try it out", fill its parameters and
+    body, press "Execute": the status and the response text the page shows."""
+    from playwright.sync_api import expect
+
+    operation = page.locator(".opblock").filter(
+        has=page.locator(".opblock-summary-description", has_text=summary))
     operation.locator(".opblock-summary").click()
     operation.locator(".try-out__btn").click()
-    return operation
+    for name, value in (params or {}).items():
+        operation.locator(f"input[placeholder='{name}']").fill(str(value))
+    if body is not None:
+        operation.locator("textarea.body-param__text").fill(body)
+    operation.locator(".execute").click()
+    answer = operation.locator(".live-responses-table .response").first
+    expect(answer.locator(".response-col_status")).not_to_be_empty()
+    return (answer.locator(".response-col_status").inner_text().strip(),
+            answer.locator(".response-col_description").inner_text())
 
 
 def authorize(page, key: str) -> None:
+    """Enter `key` in the page's "Authorize" dialog, as a user pastes what `make key` printed."""
     page.locator(".auth-wrapper .btn.authorize").click()
     dialog = page.locator(".dialog-ux .modal-ux")
     dialog.locator("input").fill(key)
@@ -87,28 +103,34 @@ def test_the_page_loads_everything_from_the_stack_and_lists_every_operation(stac
 
 
 def test_try_it_out_lists_items_with_a_key_from_the_authorize_dialog(stack, page, base_url):
-    name = f"docs-page-{urlsplit(base_url).scheme}"
+    name = f"docs-page-{urlsplit(base_url).scheme}-{uuid.uuid4().hex[:8]}"
     requests.post(stack.api_url + "/items", json={"name": name, "price": 3}, timeout=10,
-                  headers={"Authorization": f"Bearer {stack.api_key}"})
-    page.goto(base_url + f"/docs")
+                  headers={"Authorization": f"Bearer {stack.api_key}"}).raise_for_status()
+    page.goto(base_url + "/docs")
     authorize(page, stack.read_key)
-    operation = list_items_operation(page)
-    operation.locator("input[placeholder='name_contains']").fill(name)
-    operation.locator(".execute").click()
-    answer = operation.locator(".live-responses-table .response")
-    from playwright.sync_api import expect
-
-    expect(answer.locator(".response-col_status")).to_have_text("200")
-    assert name in answer.locator(".response-col_description").inner_text()
+    status, text = try_operation(page, "List items", {"name_contains": name})
+    assert status == "200" and name in text
     shoot(page, f"docs-try-it-out-{urlsplit(base_url).scheme}.png")
 
 
 def test_try_it_out_without_a_key_shows_the_401_problem(page, base_url):
     page.goto(base_url + "/docs")
-    operation = list_items_operation(page)
-    operation.locator(".execute").click()
-    answer = operation.locator(".live-responses-table .response")
-    from playwright.sync_api import expect
+    status, text = try_operation(page, "List items")
+    assert status == "401" and "Unauthorized" in text
 
-    expect(answer.locator(".response-col_status")).to_have_text("401")
-    assert "Unauthorized" in answer.locator(".response-col_description").inner_text()
+
+def test_an_item_is_created_read_changed_and_deleted_from_the_page(stack, page, base_url):
+    page.goto(base_url + "/docs")
+    authorize(page, stack.api_key)
+    name = f"crud-{urlsplit(base_url).scheme}-{uuid.uuid4().hex[:8]}"
+    status, text = try_operation(page, "Create an item", body=json.dumps({"name": name, "price": 4.5}))
+    assert status == "201", text
+    item_id = re.search(r'"id": (\d+)', text).group(1)
+    assert try_operation(page, "Get an item", {"item_id": item_id})[0] == "200"
+    status, text = try_operation(page, "Change some fields", {"item_id": item_id}, '{"quantity": 9}')
+    assert status == "200" and '"quantity": 9' in text
+    assert try_operation(page, "Delete an item", {"item_id": item_id})[0] == "204"
+    shoot(page, f"docs-crud-{urlsplit(base_url).scheme}.png")
+    gone = requests.get(f"{stack.api_url}/items/{item_id}", timeout=10,
+                        headers={"Authorization": f"Bearer {stack.read_key}"})
+    assert gone.status_code == 404
