@@ -61,6 +61,26 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=os.path.join(ROOT_ARTIFACTS, name), full_page=True)
 
 
+def open_docs(page, base_url: str) -> None:
+    """Load /docs. Chromium abandons a load when the host's interfaces change (Docker creating or
+    removing a network does that: ERR_NETWORK_CHANGED, its error page or a reload replacing the load);
+    such a load is tried again, twice at most."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        try:
+            page.goto(base_url + "/docs")
+            # Swagger UI parses 1.6 MB of JavaScript first: slow on a busy machine.
+            page.wait_for_selector(".opblock", timeout=90_000)
+            return
+        except Error as e:
+            network_changed = any(sign in str(e) for sign in (
+                "ERR_NETWORK_CHANGED", "chrome-error://", "interrupted by another navigation"))
+            if not network_changed or attempt == 2:
+                shoot(page, f"docs-failure-{urlsplit(base_url).scheme}.png")
+                raise
+
+
 def try_operation(page, summary: str, params: dict | None = None, body: str | None = None) -> tuple[str, str]:
     """Expand the operation with this summary, press "Try it out", fill its parameters and
     body, press "Execute": the status and the response text the page shows."""
@@ -91,8 +111,7 @@ def authorize(page, key: str) -> None:
 
 
 def test_the_page_loads_everything_from_the_stack_and_lists_every_operation(stack, page, base_url):
-    page.goto(base_url + "/docs")
-    page.wait_for_selector(".opblock")
+    open_docs(page, base_url)
     document = requests.get(stack.api_url + "/openapi.json", timeout=10).json()
     operations = sum(len(methods) for methods in document["paths"].values())
     assert page.locator(".opblock").count() == operations
@@ -106,7 +125,7 @@ def test_try_it_out_lists_items_with_a_key_from_the_authorize_dialog(stack, page
     name = f"docs-page-{urlsplit(base_url).scheme}-{uuid.uuid4().hex[:8]}"
     requests.post(stack.api_url + "/items", json={"name": name, "price": 3}, timeout=10,
                   headers={"Authorization": f"Bearer {stack.api_key}"}).raise_for_status()
-    page.goto(base_url + "/docs")
+    open_docs(page, base_url)
     authorize(page, stack.read_key)
     status, text = try_operation(page, "List items", {"name_contains": name})
     assert status == "200" and name in text
@@ -114,13 +133,13 @@ def test_try_it_out_lists_items_with_a_key_from_the_authorize_dialog(stack, page
 
 
 def test_try_it_out_without_a_key_shows_the_401_problem(page, base_url):
-    page.goto(base_url + "/docs")
+    open_docs(page, base_url)
     status, text = try_operation(page, "List items")
     assert status == "401" and "Unauthorized" in text
 
 
 def test_an_item_is_created_read_changed_and_deleted_from_the_page(stack, page, base_url):
-    page.goto(base_url + "/docs")
+    open_docs(page, base_url)
     authorize(page, stack.api_key)
     name = f"crud-{urlsplit(base_url).scheme}-{uuid.uuid4().hex[:8]}"
     status, text = try_operation(page, "Create an item", body=json.dumps({"name": name, "price": 4.5}))
