@@ -51,8 +51,9 @@ def answering(name: str, **changes) -> Iterator[int]:
 
 
 def headers(name: str, **replaced: str | None) -> list[list[str]]:
-    """The captured answer's headers with some replaced (None: removed)."""
-    kept = [[k, v] for k, v in CAPTURED[name]["headers"] if k not in replaced]
+    """The captured answer's headers with some replaced (None: removed); names in any case."""
+    names = {k.lower() for k in replaced}
+    kept = [[k, v] for k, v in CAPTURED[name]["headers"] if k.lower() not in names]
     return kept + [[k, v] for k, v in replaced.items() if v is not None]
 
 
@@ -89,7 +90,7 @@ def test_auth_off_fails_on_the_setting_and_on_the_answer():
         outcome, detail = api.check_auth(api_target(port, API_AUTH="off"))
     assert outcome == FAIL
     assert detail.split("; ") == [
-        "API_AUTH=off: /items answers anyone; required is the only value the verifier accepts in prod",
+        "API_AUTH=off: /items answers anyone (required is the only value the verifier accepts in prod)",
         "GET /items without a key: 200, expected 401"]
 
 
@@ -204,7 +205,7 @@ def test_bearer_challenges_are_read_per_rfc_6750(challenge, params):
 
 
 def test_the_captured_page_policy_is_same_origin():
-    policy = dict(CAPTURED["docs-on"]["headers"])["Content-Security-Policy"]
+    policy = dict(CAPTURED["docs-on"]["headers"])["content-security-policy"]
     assert "default-src 'none'" in policy and web.csp_faults(policy) == []
 
 

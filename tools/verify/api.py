@@ -59,8 +59,8 @@ def check_auth(t: Target) -> Outcome:
     mode, shown = setting(t, "API_AUTH", "required")
     faults = []
     if mode == "off":
-        faults.append(f"{shown}: /items answers anyone; required is the only value the verifier "
-                      "accepts in prod")
+        faults.append(f"{shown}: /items answers anyone (required is the only value the verifier "
+                      "accepts in prod)")
     elif mode != "required":
         faults.append(f"{shown}: not required or off")
     try:
