@@ -122,6 +122,7 @@ WEAKENINGS = [
     ("api-port", API, {(API, "API-UNPUBLISHED")}),
     ("tls-expired", EDGE, {(EDGE, "EDGE-TLS-CERT")}),
     ("tls-off", EDGE, {(EDGE, "EDGE-TLS-CERT"), (EDGE, "EDGE-TLS-VERSIONS"), (EDGE, "EDGE-HSTS")}),
+    ("auth-off", API, {(API, "AUTH")}),
 ]
 
 

@@ -18,7 +18,6 @@ container. The expired pair is the weakened stack's
 
 from __future__ import annotations
 
-import copy
 import json
 import ssl
 from datetime import datetime, timedelta, timezone
@@ -26,17 +25,16 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from edge_doubles import ANSWERS, DATA, DUMP, fresh_pair, make_pair, server
+from edge_doubles import ANSWERS, DATA, DUMP, edge_record, fresh_pair, make_pair, server
 
 from tools.verify import edge, nginx, tls, web
-from tools.verify.model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, FAIL, PASS, WARN, Failed
+from tools.verify.model import API, EDGE, FAIL, PASS, WARN, Failed
 from tools.verify.registry import run_check
 from tools.verify.run import COMPOSE
 from tools.verify.targets import Target
 
 SERVED = ssl.PEM_cert_to_DER_cert((DATA / "edge" / "served.crt").read_text())
 WEAKENED = Path(__file__).parents[1] / "stack" / "weakened"
-EDGE_RECORD = json.loads((DATA / "inspect" / "stack-edge.json").read_text())
 API_RECORD = json.loads((DATA / "inspect" / "stack-flask-api.json").read_text())
 UTC = timezone.utc
 EXPIRED = "CN=localhost: expired on 2021-01-01 00:00 UTC"  # the weakened stack's certificate
@@ -191,12 +189,8 @@ class Edge(Target):
     """The captured edge, published on the given local ports; `nginx -T` answers with `dump`."""
 
     def __init__(self, http: int | None = None, https: int | None = None, dump: str = DUMP, stack=None):
-        attrs = copy.deepcopy(EDGE_RECORD)
-        ports = {f"{EDGE_HTTP}/tcp": http, f"{EDGE_HTTPS}/tcp": https}
-        bindings = {name: [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
-                    for name, port in ports.items() if port}
-        attrs["NetworkSettings"]["Ports"] = attrs["HostConfig"]["PortBindings"] = bindings
-        super().__init__(EDGE, attrs, stack=stack if stack is not None else {API: Target(API, API_RECORD)})
+        super().__init__(EDGE, edge_record(http, https),
+                         stack=stack if stack is not None else {API: Target(API, API_RECORD)})
         self.dump, self.commands = dump, []
 
     def exec(self, cmd, user=""):

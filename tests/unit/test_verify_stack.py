@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tools import verify_stack as cli
-from tools.verify import checks, edge, engine, values
+from tools.verify import api, checks, edge, engine, values
 from tools.verify.model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, CannotRun, Finding
 from tools.verify.registry import Check, run_check
 from tools.verify.report import exit_code, render
@@ -289,10 +289,11 @@ def test_check_on_captured_record(name, check, expected, fragment):
     assert fragment in detail
 
 
-# Checks that exec or probe: tested below with scripted targets, the edge's in test_verify_edge.py.
+# Checks that exec or probe: tested below with scripted targets, the edge's in test_verify_edge.py,
+# the API's (AUTH, API-DOCS) in test_verify_api.py.
 PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_pgadmin_ping,
-          checks.check_db_role, edge.check_tls_certificate, edge.check_tls_versions, edge.check_hsts, edge.check_timeouts,
-          edge.check_limits, edge.check_errors}
+          checks.check_db_role, api.check_auth, api.check_docs, edge.check_tls_certificate,
+          edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors}
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():

@@ -608,7 +608,7 @@ def test_main_swarm_json_report_and_exit_code(monkeypatch, capsys):
     assert report["orchestrator"] == "swarm" and report["project"] == "items-swarm"
     failed = {(f["service"], f["id"]) for f in report["findings"] if f["result"] == "fail"}
     # Nothing answers HTTP or TLS here; the edge's configuration (nginx -T) is read all the same.
-    assert failed == {(API, "API-HEALTH"), (PGADMIN, "PGADMIN-PING"), *(
+    assert failed == {(API, "API-HEALTH"), (API, "AUTH"), (API, "API-DOCS"), (PGADMIN, "PGADMIN-PING"), *(
         (EDGE, i) for i in ("EDGE-TLS-CERT", "EDGE-TLS-VERSIONS", "EDGE-HSTS", "EDGE-ERRORS"))}
     assert code == report["exit_code"] == 1
 

@@ -7,7 +7,8 @@ profile requires it (hardening: a warning under --profile dev), what it asks
 to, and how it runs on Swarm: the same function, a variant with a function or
 title of its own, or not at all. The verifier, `--list-checks` and the table
 in docs/verify.md all read this table, so they cannot disagree. Adding a
-check is adding one decorated function to checks.py (edge.py for the edge's).
+check is adding one decorated function to checks.py (api.py for what the API
+promises its clients, edge.py for the edge's).
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ class Entry:
 
 
 TABLE: list[Entry] = []
-# The modules that define checks, in the table's order: the container checks, the edge's, the drills.
-MODULES = ("checks", "edge", "chaos")
+# The modules that define checks, in the table's order: the container checks, the API's promises to
+# clients (keys, /docs), the edge's, the drills.
+MODULES = ("checks", "api", "edge", "chaos")
 
 
 def module(entry: Entry) -> str:

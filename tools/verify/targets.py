@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from .model import API, EDGE, EDGE_HTTP, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
-from .web import fetch
+from .web import Answer, fetch
 
 TOP_ARGS = "-o uid,pid,args"  # `docker top` runs ps on the host, so distroless images need no ps
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
@@ -87,13 +87,17 @@ class Target:
             return found
         return self.published()
 
-    def http_get(self, path: str) -> tuple[int, str]:
-        """GET a path on the service (see address), from this host; (status, body)."""
+    def request(self, path: str) -> Answer:
+        """GET a path on the service (see address), from this host, without credentials: the answer whole."""
         address = self.address()
         if address is None:
             raise ConnectionError("no published port")
         host, port = address
-        answer = fetch(f"http://{host}:{port}{path}")
+        return fetch(f"http://{host}:{port}{path}")
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        """GET a path on the service (see request); (status, body)."""
+        answer = self.request(path)
         return answer.status, answer.body
 
     # --- state, for the wait loop and the chaos drills ----------------------------------------------

@@ -5,7 +5,8 @@ status, the headers (Strict-Transport-Security, Server, Content-Type) and the
 start of the body, error statuses included. HTTPS here verifies no
 certificate: the edge may serve a self-signed one, and EDGE-TLS-CERT judges
 the certificate on its own. Also here: the readings of those answers that the
-edge's checks share (HSTS's max-age, a problem document).
+checks share (HSTS's max-age, a problem document, a bearer challenge, a
+Content-Security-Policy that keeps a page to its own origin).
 """
 
 from __future__ import annotations
@@ -95,4 +96,52 @@ def problem_faults(answer: Answer) -> list[str]:
         faults.append(f"status member {doc.get('status')!r}, the answer's is {answer.status}")
     if not isinstance(doc.get("title"), str) or not doc["title"]:
         faults.append("no title")
+    return faults
+
+
+AUTH_PARAM = re.compile(r'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,\s*|$)')
+
+
+def bearer_params(challenge: str | None) -> dict[str, str] | None:
+    """The parameters of a `Bearer` challenge (RFC 6750 3), names lowercased, values unquoted;
+    None when the value is no Bearer challenge or its parameters cannot be read."""
+    scheme, _, rest = (challenge or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    params, at = {}, 0
+    rest = rest.strip()
+    while at < len(rest):
+        m = AUTH_PARAM.match(rest, at)
+        if not m:
+            return None
+        value = m.group(2)
+        params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
+        at = m.end()
+    return params
+
+
+# Sources that keep a page to its own origin; data: URLs only for images and fonts (Swagger UI
+# draws its icons as data: images), never for scripts.
+SAME_ORIGIN = frozenset({"'self'", "'none'"})
+DATA_ALLOWED = frozenset({"img-src", "font-src"})
+# Directives with a source list besides the *-src ones.
+SOURCE_LISTS = frozenset({"base-uri", "form-action", "frame-ancestors"})
+
+
+def csp_faults(policy: str | None) -> list[str]:
+    """What lets a page governed by this Content-Security-Policy load from, send to, or be framed
+    by another origin: a missing policy or default-src, any source but 'self', 'none' (and data:
+    for images and fonts), 'unsafe-inline' and the like included."""
+    if not policy or not policy.strip():
+        return ["no Content-Security-Policy"]
+    directives: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        name, *sources = part.split() or [""]
+        if name:
+            directives.setdefault(name.lower(), sources)  # CSP 3: a repeated directive is ignored
+    faults = [] if "default-src" in directives else ["no default-src"]
+    for name, sources in directives.items():
+        if name.endswith("-src") or name in SOURCE_LISTS:
+            allowed = SAME_ORIGIN | ({"data:"} if name in DATA_ALLOWED else set())
+            faults += [f"{name} {s}" for s in sources if s.lower() not in allowed]
     return faults
