@@ -50,7 +50,8 @@ def limits_axes(ax, a: Analysis) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("req/s or tps (log)")
     ax.set_title(f"Limits: ours ÷ ceiling {a.get_vs('ceiling'):.2f}×, ÷ pgbench "
-                 f"{a.get_vs('pgbench'):.3f}×, with a key ÷ without {a.comparison('auth_get_vs_off'):.2f}×;\n"
+                 f"{a.get_vs('pgbench'):.3f}×, with a key ÷ without "
+                 f"{a.comparison('auth_get_vs_off'):.2f}×;\n"
                  f"via the edge ÷ direct {a.comparison('edge_get_vs_direct'):.2f}×, "
                  f"÷ Flask peer via the edge {a.comparison('edge_get_vs_flask_edge'):.2f}×", fontsize=9)
 

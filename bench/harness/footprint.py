@@ -1,8 +1,8 @@
 """What each candidate costs to ship and to start: image sizes (and the comparison image: the
-Python base plus exactly our venv; and what the /docs page's files add to ours), memory (idle after start, the most under load, after the
-run; the APIs' containers and the edges'), cold start from `docker start` to the first 200 on
-/health/ready, and the rebuild of our image after one file under app/ changed (on a copy of the
-build context: app/ itself is never touched)."""
+Python base plus exactly our venv; and what the /docs page's files add to ours), memory (idle after
+start, the most under load, after the run; the APIs' containers and the edges'), cold start from
+`docker start` to the first 200 on /health/ready, and the rebuild of our image after one file under
+app/ changed (on a copy of the build context: app/ itself is never touched)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .config import (
     ROOT,
 )
 from .records import NAN, Footprint, Run
-from .shell import Docker, log, wait_http_ok
+from .shell import log, wait_http_ok
 from .stack import Candidate, Stack
 from .stats import median, rotate
 

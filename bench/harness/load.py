@@ -153,5 +153,6 @@ class Load:
                "--warmup", str(s.latency_warmup), "--scenario", scenario,
                "--id-min", str(lo), "--id-max", str(hi),
                "--tag", f"l{self.run_tag}-{c.key}-{rep}-{scenario}"]
-        out = json.loads(run(cmd, env=self.env(c), timeout=s.latency_duration + s.latency_warmup + 120).stdout)
+        timeout = s.latency_duration + s.latency_warmup + 120
+        out = json.loads(run(cmd, env=self.env(c), timeout=timeout).stdout)
         return LatencyRun(rep=rep, candidate=c.key, **out)

@@ -72,10 +72,10 @@ def header(results: Results) -> list[str]:
          "measures throughput, not the limiter."),
         (f"- API keys: ours runs as it ships (`API_AUTH=required`); every request to it, directly and "
          "through its edge, carries a write key the run made inside the API container (`python -m app keys "
-         f"create`). Without one it answers {_statuses(results, lambda k: k != OURS_NO_AUTH)}. The peers keep "
-         "their own auth off (their templates ship none), as does the constant route. Ours once more with "
-         f"`API_AUTH=off` (without a key: {_statuses(results, lambda k: k == OURS_NO_AUTH)}) measures what "
-         "the key check costs."),
+         f"create`). Without one it answers {_statuses(results, lambda k: k != OURS_NO_AUTH)}. The peers "
+         "keep their own auth off (their templates ship none), as does the constant route. Ours once more "
+         f"with `API_AUTH=off` (without a key: {_statuses(results, lambda k: k == OURS_NO_AUTH)}) measures "
+         "what the key check costs."),
         (f"- Data: {s.seed_items:,} seeded items, ids drawn uniformly; PostgreSQL 18 of the stack (its own "
          "prod limits). Peers' answers equal ours: "
          f"{'yes' if results.contract_check.ok else 'NO, see latest.json'}."),
@@ -163,7 +163,8 @@ def auth_section(a: Analysis) -> list[str]:
         "| candidate | req/s | API CPU µs/req | PostgreSQL CPU µs/req |",
         "|---|---|---|---|",
         f"| ours, with a key | {cell(with_key)} | {f0(with_key.cpu_us)} | {f0(with_key.pg_cpu_us)} |",
-        f"| ours, `API_AUTH=off`, no key | {cell(without)} | {f0(without.cpu_us)} | {f0(without.pg_cpu_us)} |",
+        (f"| ours, `API_AUTH=off`, no key | {cell(without)} | {f0(without.cpu_us)} | "
+         f"{f0(without.pg_cpu_us)} |"),
         "",
         *comparison_rows(a, AUTH_COMPARISONS),
     ]
