@@ -40,7 +40,7 @@ def limits_axes(ax, a: Analysis) -> None:
     bars = [("ceiling", get["ceiling"].median), ("ours get", get["ours"].median),
             ("no keys", get[OURS_NO_AUTH].median),
             ("via edge", get["ours_edge"].median), ("via edge\nHTTPS", get["ours_edge_tls"].median),
-            ("pgbench -S", get["pgbench"].median)]
+            ("pgbench\n-S", get["pgbench"].median)]
     colors = ["#999999", COLORS["ours"], COLORS["ours"], COLORS["ours"], COLORS["ours"], "#7a5cad"]
     drawn = ax.bar([n for n, _ in bars], [v for _, v in bars], color=colors)
     for bar in drawn[2:5]:
