@@ -12,6 +12,9 @@ mode do, instead of the closed-loop generator quietly waiting for it.
 If all workers are busy, due requests queue and their wait counts as latency.
 Requests due in the first ``--warmup`` seconds are sent but not recorded.
 
+With BENCH_API_KEY in the environment every request carries ``Authorization:
+Bearer <key>`` (the key stays off the command line, where `ps` shows it).
+
 Standard library only; prints one JSON object on stdout.
 
     python3 bench/loadgen.py --port 5000 --rate 800 --duration 10 --scenario get
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import sys
@@ -33,14 +37,15 @@ MIX = (("get", 70), ("list", 15), ("patch", 10), ("post", 5))
 class Scenario:
     """Builds request bytes the way bench/wrk/bench.lua does."""
 
-    def __init__(self, name: str, host: str, id_min: int, id_max: int, tag: str):
+    def __init__(self, name: str, host: str, id_min: int, id_max: int, tag: str, api_key: str = ""):
         self.name, self.host, self.id_min, self.id_max, self.tag = name, host, id_min, id_max, tag
+        self.auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self.counter = 0
         self.lock = threading.Lock()
         self.weights = [w for _, w in MIX]
 
     def _req(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         return (head + "\r\n").encode() + (body or b"")
@@ -182,7 +187,8 @@ def _worker(args: argparse.Namespace, scenario: Scenario, plan: Schedule, seed: 
 
 def run(args: argparse.Namespace) -> dict:
     sys.setswitchinterval(0.0005)  # let a thread whose response arrived run promptly
-    scenario = Scenario(args.scenario, f"{args.host}:{args.port}", args.id_min, args.id_max, args.tag)
+    scenario = Scenario(args.scenario, f"{args.host}:{args.port}", args.id_min, args.id_max, args.tag,
+                        os.environ.get("BENCH_API_KEY", ""))
     plan = Schedule(args)
     threads = [threading.Thread(target=_worker, args=(args, scenario, plan, n), daemon=True)
                for n in range(args.connections)]

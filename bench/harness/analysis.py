@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from .config import (
     APIS,
-    EDGE_COMPARISONS,
+    COMPARISONS,
     EDGE_ROUTES,
     LATENCY_SCENARIOS,
+    OURS_NO_AUTH,
     PEERS,
     SCENARIO_LABELS,
     SCENARIOS,
@@ -96,9 +97,9 @@ class Analysis:
         """Ours `GET /items/<id>` ÷ `other` ("ceiling" or "pgbench")."""
         return ratio(self.throughput["get"]["ours"].median, self.throughput["get"][other].median)
 
-    def edge(self, name: str) -> float:
-        """A ratio of EDGE_COMPARISONS, by its name."""
-        c = next(c for c in EDGE_COMPARISONS if c.name == name)
+    def comparison(self, name: str) -> float:
+        """A ratio of COMPARISONS (through the edge, with and without keys), by its name."""
+        c = next(c for c in COMPARISONS if c.name == name)
         get = self.throughput["get"]
         return ratio(get[c.numerator].median, get[c.denominator].median)
 
@@ -127,7 +128,7 @@ class Analysis:
         out |= {f"cpu_{scn}_{peer}_vs_ours": self.cpu_vs_ours(scn, peer)
                 for scn in SCENARIOS for peer in PEERS}
         out |= {f"p99_{scn}_vs_{peer}": self.p99_vs(scn, peer) for scn in LATENCY_SCENARIOS for peer in PEERS}
-        out |= {c.name: self.edge(c.name) for c in EDGE_COMPARISONS}
+        out |= {c.name: self.comparison(c.name) for c in COMPARISONS}
         return out
 
     def to_json(self) -> dict:
@@ -150,12 +151,12 @@ def _throughput_checks(a: Analysis) -> list[Check]:
     return checks
 
 
-def _edge_checks(a: Analysis) -> list[Check]:
-    """The comparisons through the edge that have a goal (issue 14)."""
+def _comparison_checks(a: Analysis) -> list[Check]:
+    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15)."""
     checks = []
-    for c in EDGE_COMPARISONS:
+    for c in COMPARISONS:
         if c.goal is not None:
-            v = a.edge(c.name)
+            v = a.comparison(c.name)
             checks.append(Check(f"GET /items/<id>: {c.label}", v, c.goal, v >= c.goal, f"≥ {c.goal}×"))
     return checks
 
@@ -213,14 +214,14 @@ def analyse(results: Results) -> Analysis:
         return Throughput.of(results.runs_of(key, scenario, c))
 
     tp = {scn: {k: of(k, scn) for k in APIS} for scn in SCENARIOS}
-    for key in (*EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
         tp["get"][key] = of(key, "get")
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
                    + sum(r.errors for r in results.latency_runs_of("ours")))
     edge_errors = sum(r.errors for r in results.runs if r.candidate in EDGE_ROUTES)
     a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, of("ours", "live"), lat, ours_errors, edge_errors)
-    a.checks = [*_throughput_checks(a), *_edge_checks(a), *_latency_checks(a),
+    a.checks = [*_throughput_checks(a), *_comparison_checks(a), *_latency_checks(a),
                 *_robustness_checks(results, a),
                 *_footprint_checks(results.footprint)]
     return a

@@ -1,8 +1,8 @@
-"""The `make bench` run: our stack (with its edge), the peers, the edge in front of the Flask peer
-and the ceilings started side by side, then throughput (wrk, the candidates alternating within
-each repetition, the order rotating between them), latency at a fixed rate (70% of the slowest
-peer's throughput), PostgreSQL connections throughout, and the footprint last (cold starts
-restart the containers)."""
+"""The `make bench` run: our stack (with its edge), ours once more without API keys, the peers, the
+edge in front of the Flask peer and the ceilings started side by side, then throughput (wrk, the
+candidates alternating within each repetition, the order rotating between them), latency at a fixed
+rate (70% of the slowest peer's throughput), PostgreSQL connections throughout, and the footprint
+last (cold starts restart the containers)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from .config import (
     EDGE_ROUTES,
     EDGES,
     LATENCY_SCENARIOS,
+    NO_AUTH_SETTINGS,
+    OURS_NO_AUTH,
     PEERS,
     SCENARIOS,
     Settings,
 )
-from .containers import limit_options, start_ceiling, start_edge, start_peer
+from .containers import clone_ours, limit_options, start_ceiling, start_edge, start_peer
 from .contract import contract_check
 from .load import Load, log_latency_run, log_run
 from .pgmonitor import PgMonitor
@@ -53,10 +55,11 @@ def describe_machine(docker: Docker) -> Machine:
 
 
 def start_candidates(stack: Stack, results: Results) -> None:
-    """Our stack, seeded, then the peers, the edge in front of the Flask peer and the framework
-    ceiling beside it."""
+    """Our stack, seeded, then ours without API keys, the peers, the edge in front of the Flask peer
+    and the framework ceiling beside it."""
     stack.start()
     stack.seed()
+    clone_ours(stack, OURS_NO_AUTH, NO_AUTH_SETTINGS)
     for key, peer in PEERS.items():
         start_peer(stack, peer)
         results.peer_limit_overrides[key] = peer.limits
@@ -87,16 +90,16 @@ def warm_up(stack: Stack, load: Load) -> None:
     for key in APIS:
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
-    for key in ("ceiling", *EDGE_ROUTES):
+    for key in (OURS_NO_AUTH, "ceiling", *EDGE_ROUTES):
         load.wrk(stack.candidates[key], "get", s.connections, s.warmup)
 
 
 def throughput_plan(s: Settings) -> list[Step]:
-    """Every scenario for the APIs (`get` also through the edge and for both ceilings),
-    /health/live for ours, and `get` at high concurrency for scaling."""
+    """Every scenario for the APIs (`get` also for ours without keys, through the edge and for both
+    ceilings), /health/live for ours, and `get` at high concurrency for scaling."""
     apis = list(APIS)
-    plan = [(scn, s.connections, [*apis, *EDGE_ROUTES, "ceiling", "pgbench"] if scn == "get" else apis)
-            for scn in SCENARIOS]
+    get = [*apis, OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"]
+    plan = [(scn, s.connections, get if scn == "get" else apis) for scn in SCENARIOS]
     plan.append(("live", s.connections, ["ours"]))
     plan.append(("get", s.high_connections, apis))
     return plan

@@ -34,6 +34,12 @@ SCENARIO_LABELS = {
 }
 # The API candidates: ours and the peers (the ceilings are measured on `get` only).
 APIS = ("ours", "flask", "fastapi")
+# Ours once more beside it, without API keys (API_AUTH=off), `get` only: what the key check costs.
+# Ours itself runs as it ships (API_AUTH=required) and sends a key; the peers have no auth at all.
+OURS_NO_AUTH = "ours_no_auth"
+NO_AUTH_SETTINGS = {"API_AUTH": "off"}
+# The package behind /docs (Swagger UI's JavaScript and CSS): its size in our image is reported.
+DOCS_PACKAGE = "flask-swagger-ui"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class Comparison:
     goal: float | None = None   # at least
 
 
+# Issue 15: the key check, in the same run as ours without it.
+AUTH_COMPARISONS = (
+    Comparison("auth_get_vs_off", "ours with a key / ours with API_AUTH=off", "ours", OURS_NO_AUTH, 0.9),
+)
+
 # Issue 14: through the edge, over keep-alive connections.
 EDGE_COMPARISONS = (
     Comparison("edge_get_vs_direct", "ours through the edge / ours direct, HTTP", "ours_edge", "ours", 0.8),
@@ -85,6 +96,8 @@ EDGE_COMPARISONS = (
     Comparison("flask_edge_get_vs_direct", "Flask peer through the edge / Flask peer direct, HTTP",
                "flask_edge", "flask"),
 )
+# Every named comparison, by name in latest.json's ratios; those with a goal are targets.
+COMPARISONS = (*EDGE_COMPARISONS, *AUTH_COMPARISONS)
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,7 @@ PEERS = {
 
 @dataclass(frozen=True)
 class Targets:
-    """The issues' targets (issue 6, "Targets"; the edge's: EDGE_COMPARISONS, issue 14)."""
+    """The issues' targets (issue 6, "Targets"; the named comparisons': COMPARISONS, issues 14 and 15)."""
 
     # ours ÷ peer, req/s, at least: (scenario, peer) -> ratio
     vs_peer: dict[tuple[str, str], float] = field(default_factory=lambda: {

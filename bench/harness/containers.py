@@ -136,21 +136,26 @@ def start_ceiling(stack: Stack, source: str = "ours", key: str = "ceiling") -> C
         options += ["-e", e]
     c = start_container(stack, key, "framework ceiling (constant Flask route, same Granian settings)",
                         f"{stack.settings.project}-{key}", 5000, options,
-                        [info["Config"]["Image"], "/bench/serve_ceiling.py"])
+                        [info["Image"], "/bench/serve_ceiling.py"])
     log(f"framework ceiling {key} ready")
     return c
 
 
 def clone_ours(stack: Stack, key: str, overrides: dict[str, str]) -> Candidate:
-    """Our API once more, as compose runs it (image, environment, secret, limits, hardening,
+    """Our API once more, as compose runs it (the very image, environment, secret, limits, hardening,
     networks), with other settings: configurations measured side by side, not one after another.
-    `IMAGE` in `overrides` runs another image."""
+    `IMAGE` in `overrides` runs another image. It shares our database, so it takes our API key,
+    unless `API_AUTH=off` there."""
     info = stack.ours_info()
     overrides = dict(overrides)
-    image = overrides.pop("IMAGE", None) or info["Config"]["Image"]
+    # By id: the tag may name another build by now (it is shared with whoever builds the stack).
+    image = overrides.pop("IMAGE", None) or info["Image"]
     label = "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
-    return start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000,
-                           as_compose_runs_it(info, overrides), [image])
+    c = start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000,
+                        as_compose_runs_it(info, overrides), [image])
+    if overrides.get("API_AUTH") != "off":
+        c.api_key = stack.candidates["ours"].api_key
+    return c
 
 
 def start_edge(stack: Stack, api: str) -> None:

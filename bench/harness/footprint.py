@@ -1,8 +1,8 @@
 """What each candidate costs to ship and to start: image sizes (and the comparison image: the
-Python base plus exactly our venv), memory (idle after start, the most under load, after the
-run; the APIs' containers and the edges'), cold start from `docker start` to the first 200 on
-/health/ready, and the rebuild of our image after one file under app/ changed (on a copy of the
-build context: app/ itself is never touched)."""
+Python base plus exactly our venv; and what the /docs page's files add to ours), memory (idle after
+start, the most under load, after the run; the APIs' containers and the edges'), cold start from
+`docker start` to the first 200 on /health/ready, and the rebuild of our image after one file under
+app/ changed (on a copy of the build context: app/ itself is never touched)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from .cgroup import memory_mib
 from .config import (
     APIS,
     BASE_IMAGE,
+    BENCH,
     COMPARISON_IMAGE,
+    DOCS_PACKAGE,
     EDGE_IMAGE,
     EDGES,
-    OUR_IMAGE,
     PEERS,
     REBUILD_IMAGE,
     ROOT,
 )
 from .records import NAN, Footprint, Run
-from .shell import Docker, log, wait_http_ok
+from .shell import log, wait_http_ok
 from .stack import Candidate, Stack
 from .stats import median, rotate
 
@@ -57,12 +58,27 @@ def memory_under_load(stack: Stack, runs: list[Run]) -> dict[str, float]:
     return peaks
 
 
-def image_sizes(docker: Docker) -> dict[str, float]:
-    images = {"ours": OUR_IMAGE, **{key: peer.image for key, peer in PEERS.items()}, "edge": EDGE_IMAGE,
-              "python_base": BASE_IMAGE, "python_base_plus_our_venv": COMPARISON_IMAGE}
-    sizes = {k: docker.inspect(v)["Size"] / 1e6 for k, v in images.items()}
+def image_sizes(stack: Stack) -> dict[str, float]:
+    """MB per image; ours is the image our API container runs (by id: its tag is shared)."""
+    images = {"ours": stack.ours_info()["Image"], **{key: peer.image for key, peer in PEERS.items()},
+              "edge": EDGE_IMAGE, "python_base": BASE_IMAGE, "python_base_plus_our_venv": COMPARISON_IMAGE}
+    sizes = {k: stack.docker.inspect(v)["Size"] / 1e6 for k, v in images.items()}
     log(f"image sizes (MB): {fmt_dict(sizes)}")
     return sizes
+
+
+def docs_assets(stack: Stack) -> float:
+    """MB that the /docs page's package (Swagger UI's JavaScript and CSS) takes in our image: measured
+    inside it (bench/footprint/package_size.py), so ours without /docs is the image less this."""
+    r = stack.docker("run", "--rm", "--network", "none", "-v", f"{BENCH / 'footprint'}:/bench:ro",
+                     "--entrypoint", "python", stack.ours_info()["Image"], "-I", "/bench/package_size.py",
+                     DOCS_PACKAGE, check=False, timeout=120)
+    if r.returncode != 0 or not r.stdout.strip().isdigit():
+        log(f"no size for {DOCS_PACKAGE} in our image: {r.stderr.strip()[-300:]}")
+        return NAN
+    mb = int(r.stdout.strip()) / 1e6
+    log(f"/docs assets ({DOCS_PACKAGE}) in our image: {mb:.2f} MB")
+    return mb
 
 
 def cold_starts(stack: Stack, reps: int) -> dict[str, list[float]]:
@@ -118,7 +134,8 @@ def measure(stack: Stack, reps: int, fp: Footprint, runs: list[Run]) -> Footprin
     while the containers are warm."""
     fp.memory_load_mib = memory_under_load(stack, runs)
     fp.memory_mib = memory(stack, "after the run")
-    fp.image_mb = image_sizes(stack.docker)
+    fp.image_mb = image_sizes(stack)
+    fp.docs_assets_mb = docs_assets(stack)
     fp.cold_start_all_s = cold_starts(stack, reps)
     fp.cold_start_s = {k: median(v) for k, v in fp.cold_start_all_s.items()}
     log(f"cold start, docker start to 200 on /health/ready (s): {fmt_dict(fp.cold_start_s, '.2f')}")

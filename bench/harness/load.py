@@ -3,7 +3,10 @@ bench/loadgen.py (a fixed rate, for latency) and pgbench (PostgreSQL's own ceili
 
 Load goes to 127.0.0.1 only: as root, inside each container's network namespace (nsenter)
 against the container's own loopback, which keeps Docker's userland proxy out of every
-candidate's numbers alike; otherwise through the port published on 127.0.0.1."""
+candidate's numbers alike; otherwise through the port published on 127.0.0.1.
+
+A candidate that needs an API key (ours, directly and through its edge) gets it in every request:
+the generators read it from their environment (BENCH_API_KEY), never from their command line."""
 
 from __future__ import annotations
 
@@ -65,6 +68,14 @@ class Load:
         return ("nsenter into each container's network namespace, 127.0.0.1" if self.nsenter
                 else "ports published on 127.0.0.1")
 
+    @staticmethod
+    def env(c: Candidate, **settings: str) -> dict[str, str]:
+        """The environment of a generator run against `c`: `settings`, and its API key if it needs one."""
+        env = {k: v for k, v in os.environ.items() if k != "BENCH_API_KEY"}
+        if c.api_key:
+            env["BENCH_API_KEY"] = c.api_key
+        return {**env, **settings}
+
     def in_netns(self, c: Candidate) -> tuple[list[str], int]:
         """Command prefix and port for load on 127.0.0.1: the container's own loopback if we can."""
         if self.nsenter and c.pid:
@@ -92,8 +103,8 @@ class Load:
     def _wrk_once(self, c: Candidate, scenario: str, connections: int, duration: int, rep: int) -> Run:
         prefix, port = self.in_netns(c)
         lo, hi = self.stack.id_range
-        env = {**os.environ, "BENCH_SCENARIO": scenario, "BENCH_ID_MIN": str(lo), "BENCH_ID_MAX": str(hi),
-               "BENCH_TAG": f"b{self.run_tag}-{c.key}-{uuid.uuid4().hex[:6]}"}
+        env = self.env(c, BENCH_SCENARIO=scenario, BENCH_ID_MIN=str(lo), BENCH_ID_MAX=str(hi),
+                       BENCH_TAG=f"b{self.run_tag}-{c.key}-{uuid.uuid4().hex[:6]}")
         cmd = [*prefix, self.wrk_binary, "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
                "-s", str(BENCH / "wrk" / "bench.lua"), f"{c.scheme}://127.0.0.1:{port}"]
         # CPU of the candidate's container, of the API behind it (through the edge) and of PostgreSQL.
@@ -142,5 +153,6 @@ class Load:
                "--warmup", str(s.latency_warmup), "--scenario", scenario,
                "--id-min", str(lo), "--id-max", str(hi),
                "--tag", f"l{self.run_tag}-{c.key}-{rep}-{scenario}"]
-        out = json.loads(run(cmd, timeout=s.latency_duration + s.latency_warmup + 120).stdout)
+        timeout = s.latency_duration + s.latency_warmup + 120
+        out = json.loads(run(cmd, env=self.env(c), timeout=timeout).stdout)
         return LatencyRun(rep=rep, candidate=c.key, **out)

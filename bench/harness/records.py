@@ -73,6 +73,7 @@ class Footprint:
     """Per container (the APIs, and the edges by their HTTP route's key): sizes, memory, start-up."""
 
     image_mb: dict[str, float] = field(default_factory=dict)
+    docs_assets_mb: float = NAN         # of ours: the /docs page's package (config.DOCS_PACKAGE)
     memory_idle_mib: dict[str, float] = field(default_factory=dict)     # started, before any load
     memory_load_mib: dict[str, float] = field(default_factory=dict)     # most in any of its runs
     memory_mib: dict[str, float] = field(default_factory=dict)          # after the run
@@ -106,6 +107,8 @@ class PgConnections:
 class ContractCheck:
     ok: bool = True
     problems: list[str] = field(default_factory=list)
+    # `GET /items/<id>` without a key, status by candidate: 401 where a key is sent, 200 without auth.
+    without_key: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -10,12 +10,15 @@ from .analysis import Analysis, Throughput, analyse
 from .chart import chart
 from .config import (
     APIS,
+    AUTH_COMPARISONS,
     BASE_IMAGE,
+    DOCS_PACKAGE,
     EDGE_COMPARISONS,
     EDGE_IMAGE,
     EDGE_ROUTES,
     EDGES,
     LATENCY_SCENARIOS,
+    OURS_NO_AUTH,
     PEERS,
     SCENARIO_LABELS,
     SCENARIOS,
@@ -67,10 +70,32 @@ def header(results: Results) -> list[str]:
          f"way (`{' '.join(f'{k}={v}' for k, v in results.edge_limit_settings.items())}`, "
          "bench/compose.bench.yaml): all load comes from one address, 127.0.0.1, and the benchmark "
          "measures throughput, not the limiter."),
+        (f"- API keys: ours runs as it ships (`API_AUTH=required`); every request to it, directly and "
+         "through its edge, carries a write key the run made inside the API container (`python -m app keys "
+         f"create`). Without one it answers {_statuses(results, lambda k: k != OURS_NO_AUTH)}. The peers "
+         "keep their own auth off (their templates ship none), as does the constant route. Ours once more "
+         f"with `API_AUTH=off` (without a key: {_statuses(results, lambda k: k == OURS_NO_AUTH)}) measures "
+         "what the key check costs."),
         (f"- Data: {s.seed_items:,} seeded items, ids drawn uniformly; PostgreSQL 18 of the stack (its own "
          "prod limits). Peers' answers equal ours: "
          f"{'yes' if results.contract_check.ok else 'NO, see latest.json'}."),
     ]
+
+
+def _statuses(results: Results, which) -> str:
+    """`GET /items/<id>` without a key, as the contract check saw it, for the candidates `which` picks."""
+    seen = {k: v for k, v in results.contract_check.without_key.items() if which(k)}
+    return ", ".join(f"{k} {v}" for k, v in seen.items()) or "not checked"
+
+
+def comparison_rows(a: Analysis, comparisons) -> list[str]:
+    """A table of named comparisons: ratio, and the goal met or missed (or only reported)."""
+    lines = ["| comparison | ratio | goal |", "|---|---|---|"]
+    for c in comparisons:
+        v = a.comparison(c.name)
+        goal = "reported" if c.goal is None else f"≥ {c.goal}: {'met' if v >= c.goal else '**missed**'}"
+        lines.append(f"| {c.label} | **{f2(v)}×** | {goal} |")
+    return lines
 
 
 def throughput_section(a: Analysis) -> list[str]:
@@ -123,12 +148,26 @@ def edge_section(a: Analysis) -> list[str]:
         t = get[key]
         lines.append(f"| {route.label} | {cell(t)} | {f0(t.cpu_us)} | {f0(t.upstream_cpu_us)} | "
                      f"{f0(get[route.api].cpu_us)} |")
-    lines += ["", "| comparison | ratio | goal |", "|---|---|---|"]
-    for c in EDGE_COMPARISONS:
-        v = a.edge(c.name)
-        goal = "reported" if c.goal is None else f"≥ {c.goal}: {'met' if v >= c.goal else '**missed**'}"
-        lines.append(f"| {c.label} | **{f2(v)}×** | {goal} |")
-    return lines
+    return [*lines, "", *comparison_rows(a, EDGE_COMPARISONS)]
+
+
+def auth_section(a: Analysis) -> list[str]:
+    get = a.throughput["get"]
+    with_key, without = get["ours"], get[OURS_NO_AUTH]
+    return [
+        "## API keys, `GET /items/<id>`",
+        "",
+        ("Ours with a key against ours once more with `API_AUTH=off` (a clone of the compose container: the "
+         "same image, settings, limits and database), taking turns in the same repetitions."),
+        "",
+        "| candidate | req/s | API CPU µs/req | PostgreSQL CPU µs/req |",
+        "|---|---|---|---|",
+        f"| ours, with a key | {cell(with_key)} | {f0(with_key.cpu_us)} | {f0(with_key.pg_cpu_us)} |",
+        (f"| ours, `API_AUTH=off`, no key | {cell(without)} | {f0(without.cpu_us)} | "
+         f"{f0(without.pg_cpu_us)} |"),
+        "",
+        *comparison_rows(a, AUTH_COMPARISONS),
+    ]
 
 
 def cpu_section(a: Analysis) -> list[str]:
@@ -213,6 +252,7 @@ def footprint_section(results: Results) -> list[str]:
         "| | ours | Flask peer | FastAPI peer | edge in front of ours | edge in front of the Flask peer |",
         "|---|---|---|---|---|---|",
         row("image size (MB)", {**sizes, **{key: sizes.get("edge", NAN) for key in EDGES.values()}}, f0),
+        row(f"of which the /docs page's files, `{DOCS_PACKAGE}` (MB)", {"ours": fp.docs_assets_mb}, f2),
         row("memory idle, after start (MiB)", fp.memory_idle_mib, f0),
         row("memory under load, most in any run (MiB)", fp.memory_load_mib, f0),
         row("memory after the run (MiB)", fp.memory_mib, f0),
@@ -224,6 +264,9 @@ def footprint_section(results: Results) -> list[str]:
         (f"- Python base image `{BASE_IMAGE}` (the local stand-in): {f0(base)} MB; that image plus exactly "
          f"our venv (the product Dockerfile's builder stage, libpq5, app/): {f0(comparison)} MB; ours ÷ "
          f"that: **{f2(ratio(sizes.get('ours', NAN), comparison))}×**."),
+        (f"- /docs (Swagger UI's JavaScript and CSS, from the `{DOCS_PACKAGE}` wheel, measured inside our "
+         f"image): {f2(fp.docs_assets_mb)} MB; ours without them would be "
+         f"{f0(sizes.get('ours', NAN) - fp.docs_assets_mb)} MB."),
         (f"- Rebuild of our image after changing one file under app/, warm cache: **{f2(fp.rebuild_s)} s** "
          f"(≤ {TARGETS.rebuild_s:g}); with nothing changed {f2(fp.rebuild_unchanged_s)} s."),
     ]
@@ -234,7 +277,7 @@ def value_text(value: float, fmt=f2) -> str:
 
 
 def targets_section(a: Analysis) -> list[str]:
-    lines = ["## Targets (issues 6 and 14)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    lines = ["## Targets (issues 6, 14 and 15)", "", "| target | measured | goal | |", "|---|---|---|---|"]
     for c in a.checks:
         verdict = "met" if c.met else "**missed**"
         lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
@@ -242,7 +285,8 @@ def targets_section(a: Analysis) -> list[str]:
 
 
 def markdown(results: Results, a: Analysis) -> str:
-    sections = [header(results), throughput_section(a), edge_section(a), limits_section(results, a),
+    sections = [header(results), throughput_section(a), auth_section(a), edge_section(a),
+                limits_section(results, a),
                 cpu_section(a),
                 latency_section(results, a), scaling_section(results, a), footprint_section(results),
                 targets_section(a), ["![throughput and latency](latest.png)"]]
@@ -256,10 +300,11 @@ def print_summary(a: Analysis) -> None:
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
-    print("\nThrough the edge, GET /items/<id>:")
-    for c in EDGE_COMPARISONS:
-        print(f"  {c.label:<60} {a.edge(c.name):5.2f}×")
-    print("\nTargets (issues 6 and 14; reported, never asserted):")
+    for title, comparisons in (("API keys", AUTH_COMPARISONS), ("Through the edge", EDGE_COMPARISONS)):
+        print(f"\n{title}, GET /items/<id>:")
+        for c in comparisons:
+            print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×")
+    print("\nTargets (issues 6, 14 and 15; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")
         print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")

@@ -53,10 +53,12 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
-def get_json(url: str, timeout: float = 10, context: ssl.SSLContext | None = None) -> tuple[int, dict | None]:
+def get_json(url: str, timeout: float = 10, context: ssl.SSLContext | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict | None]:
     """Status and JSON body of a GET (HTTPS verified with `context`); the body is None for an error status."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout,
+                                    context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, None

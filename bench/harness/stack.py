@@ -1,7 +1,10 @@
 """Our prod stack as the benchmark runs it: compose.yaml + compose.prod.yaml (+ the benchmark's
 layer, bench/compose.bench.yaml), services `postgres`, `flask-api` and `edge`, under a compose
 project of its own, on free ports of 127.0.0.1, with random secrets and a self-signed TLS pair in a
-temporary directory, so that nothing of a developer's own stack or .env leaks in.
+temporary directory, so that nothing of a developer's own stack or .env leaks in. Our API runs
+as it ships, with API keys required: once it is up, the run makes its own key inside the API
+container (`python -m app keys create`, as `make key` does), which only the load generators'
+environment and the harness's memory ever hold.
 
 It also builds every image the run measures (ours, the edge, the peers, the footprint comparison)
 and seeds the data; `containers` starts the other candidates beside it."""
@@ -58,6 +61,7 @@ class Candidate:
     host_port: int     # published on 127.0.0.1
     scheme: str = "http"
     upstream: Candidate | None = None
+    api_key: str = ""   # sent as `Authorization: Bearer` when set (ours, and the edge in front of it)
     pid: int = 0
     backend_ip: str = ""
     cpu: Path | None = None
@@ -81,6 +85,11 @@ class Candidate:
     @property
     def ready_url(self) -> str:
         return f"{self.url}/health/ready"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers every request to it carries: its API key, if it needs one."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def _ca_bundle() -> Path | None:
@@ -143,6 +152,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items()
                if k not in (*FOREIGN_SETTINGS, *OUR_SETTINGS) and not k.startswith("EDGE_")}
         env.update(self.settings.ours_env)
+        env["API_AUTH"] = "required"    # as it ships, whatever the caller's environment says
         env.update({"SECRETS_DIR": str(secrets_dir), "BENCH_API_PORT": str(free_port()),
                     "API_PORT": str(free_port()), "API_TLS_PORT": str(free_port()),
                     "PGADMIN_PORT": str(free_port())})
@@ -193,8 +203,8 @@ class Stack:
     # ---------------------------------------------------------------- ours
 
     def start(self) -> Candidate:
-        """`compose up --wait` of postgres, flask-api and edge; our API is the candidate "ours", the
-        edge in front of it the candidates of EDGE_ROUTES with api "ours"."""
+        """`compose up --wait` of postgres, flask-api and edge; our API is the candidate "ours" (with a
+        key of its own), the edge in front of it the candidates of EDGE_ROUTES with api "ours"."""
         t = time.monotonic()
         r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api", "edge",
                          check=False, timeout=600)
@@ -210,6 +220,7 @@ class Stack:
         ours.refresh(self.docker)
         self.candidates["ours"] = ours
         wait_http_ok(ours.ready_url, 60)
+        ours.api_key = self.create_key("bench", "write")
         edge = self.compose("ps", "--quiet", "edge").stdout.strip()
         self.add_edge(edge, "ours", {False: int(self.env["API_PORT"]), True: int(self.env["API_TLS_PORT"])})
         return ours
@@ -219,10 +230,20 @@ class Stack:
         for route in EDGE_ROUTES.values():
             if route.api == api:
                 c = Candidate(route.key, route.label, container, EDGE_PORTS[route.tls], host_ports[route.tls],
-                              scheme="https" if route.tls else "http", upstream=self.candidates[api])
+                              scheme="https" if route.tls else "http", upstream=self.candidates[api],
+                              api_key=self.candidates[api].api_key)
                 c.refresh(self.docker)
                 self.candidates[route.key] = c
         wait_http_ok(self.candidates[EDGES[api]].ready_url, 60)
+
+    def create_key(self, name: str, scope: str) -> str:
+        """A new API key, made inside our API container as `make key` does: only its stdout holds it."""
+        key = self.compose("exec", "-T", "flask-api", "python", "-m", "app", "keys", "create",
+                           "--name", name, "--scope", scope).stdout.strip()
+        if not key:
+            raise RuntimeError("`python -m app keys create` printed no key")
+        log(f"API key {name!r} ({scope}) created for the load")
+        return key
 
     def ours_info(self) -> dict:
         """`docker inspect` of our API container."""

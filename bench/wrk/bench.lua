@@ -2,6 +2,7 @@
 --   BENCH_SCENARIO  get | list | post | patch | mix | ready | live
 --   BENCH_ID_MIN, BENCH_ID_MAX  the seeded ids that GET and PATCH pick from, uniformly
 --   BENCH_TAG       a prefix that makes POSTed names unique to this run
+--   BENCH_API_KEY   if set, every request carries `Authorization: Bearer <it>` (ours needs a key)
 -- The mix is 70% GET /items/<id>, 15% GET /items?limit=20, 10% PATCH, 5% POST.
 -- At the end one line "BENCH_RESULT {json}" carries the counts and latencies.
 
@@ -9,7 +10,18 @@ local scenario = os.getenv("BENCH_SCENARIO") or "get"
 local id_min = tonumber(os.getenv("BENCH_ID_MIN") or "1")
 local id_max = tonumber(os.getenv("BENCH_ID_MAX") or "10000")
 local tag = os.getenv("BENCH_TAG") or ("bench-" .. os.time())
-local json_headers = { ["Content-Type"] = "application/json" }
+local api_key = os.getenv("BENCH_API_KEY") or ""
+
+-- A new header table per kind of request (wrk.format adds Host and Content-Length to it).
+local function headers(extra)
+   local h = {}
+   if api_key ~= "" then h["Authorization"] = "Bearer " .. api_key end
+   for name, value in pairs(extra or {}) do h[name] = value end
+   return h
+end
+
+local plain_headers = headers()
+local json_headers = headers({ ["Content-Type"] = "application/json" })
 local threads = {}
 local counter = 0
 
@@ -23,11 +35,11 @@ function init(args)
 end
 
 local function get_item()
-   return wrk.format("GET", "/items/" .. math.random(id_min, id_max))
+   return wrk.format("GET", "/items/" .. math.random(id_min, id_max), plain_headers)
 end
 
 local function list_items()
-   return wrk.format("GET", "/items?limit=20")
+   return wrk.format("GET", "/items?limit=20", plain_headers)
 end
 
 local function post_item()
@@ -52,11 +64,11 @@ local function mix()
 end
 
 local function ready()
-   return wrk.format("GET", "/health/ready")
+   return wrk.format("GET", "/health/ready", plain_headers)
 end
 
 local function live()
-   return wrk.format("GET", "/health/live")
+   return wrk.format("GET", "/health/live", plain_headers)
 end
 
 local scenarios = { get = get_item, list = list_items, post = post_item, patch = patch_item, mix = mix,

@@ -1,13 +1,15 @@
 """The benchmark harness, end to end in about a minute: `make bench-smoke` (bench/run.py --smoke).
 
-It runs every step of `make bench` (our prod stack with its edge, both peers, the Flask peer behind
-the same edge, the framework ceiling, pgbench, wrk over HTTP and HTTPS, the fixed-rate generator,
-footprint, rebuild, JSON/Markdown/PNG output) with tiny durations,
+It runs every step of `make bench` (our prod stack with its edge and an API key, ours once more
+without keys, both peers, the Flask peer behind the same edge, the framework ceiling, pgbench, wrk
+over HTTP and HTTPS, the fixed-rate generator, footprint, rebuild, JSON/Markdown/PNG output) with
+tiny durations,
 so that the harness cannot rot between full runs. It never asserts on a timing: on a shared
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
 answered every request with a success status (through the edge too: its per-client limits must
-not answer 429 to the benchmark's single address), and that the peers, and every route through
-an edge, serve the same JSON as the API they stand for. BENCH_PROJECT names its compose project.
+not answer 429 to the benchmark's single address; ours: every request carried the run's key), that
+the peers, ours without keys and every route through an edge serve the same JSON as the API they
+stand for, and that the key is checked where it is sent. BENCH_PROJECT names its compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
 except under CI=true); wrk is installed from Debian's packages when missing.
@@ -31,6 +33,7 @@ CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
 EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
 EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
+NO_AUTH = "ours_no_auth"  # ours once more with API_AUTH=off
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
         for scenario in SCENARIOS:
             assert (key, scenario, 32) in seen
         assert (key, "get", 256) in seen
-    for key in (*EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
         assert (key, "get", 32) in seen
     assert ("ours", "live", 32) in seen
     assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
@@ -74,6 +77,16 @@ def test_no_candidate_answered_with_an_error_status(smoke: tuple[dict, Path]) ->
 def test_the_peers_and_the_edge_routes_serve_our_json(smoke: tuple[dict, Path]) -> None:
     results, _ = smoke
     assert results["contract_check"]["ok"], results["contract_check"]["problems"]
+
+
+def test_ours_is_measured_with_a_key_beside_ours_without_keys(smoke: tuple[dict, Path]) -> None:
+    """Without a key ours answers 401, directly and through its edge, and the clone with API_AUTH=off
+    200; with the run's key every request to ours got a 2xx (above). The ratio is reported as a target."""
+    results, _ = smoke
+    without_key = results["contract_check"]["without_key"]
+    assert without_key == {"ours": 401, "ours_edge": 401, "ours_edge_tls": 401, NO_AUTH: 200}
+    assert "auth_get_vs_off" in results["analysis"]["ratios"]
+    assert any("API_AUTH=off" in c["target"] for c in results["analysis"]["checks"])
 
 
 def test_through_the_edge_the_api_behind_it_did_the_work(smoke: tuple[dict, Path]) -> None:
@@ -96,6 +109,7 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
     for when in ("memory_idle_mib", "memory_load_mib", "memory_mib"):
         assert set(fp[when]) == {*CANDIDATES, *EDGES}
         assert all(v > 0 for v in fp[when].values()), when
+    assert 0 < fp["docs_assets_mb"] < fp["image_mb"]["ours"]
     assert set(fp["cold_start_s"]) == set(CANDIDATES)
     assert fp["rebuild_s"] > 0
     assert results["pg_connections"]["samples"] > 0
@@ -106,7 +120,7 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
 def test_reports_are_written(smoke: tuple[dict, Path]) -> None:
     results, out = smoke
     md = (out / "latest.md").read_text()
-    for heading in ("## Throughput", "## Through the edge", "## Against the machine's limits",
+    for heading in ("## Throughput", "## API keys", "## Through the edge", "## Against the machine's limits",
                     "## Latency at a fixed rate", "## Scaling", "## Footprint", "## Targets"):
         assert heading in md
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
