@@ -52,21 +52,27 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def api_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A `write` key for the server under test, made the way an operator makes one."""
-    if os.environ.get("TEST_API_URL"):
-        if not os.environ.get("TEST_API_KEY"):
-            pytest.fail("TEST_API_URL is set without TEST_API_KEY (a write key of that server)")
-        return os.environ["TEST_API_KEY"]
-    return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp("key"), "write")
+    key = _server_key(request, tmp_path_factory, "write", "TEST_API_KEY")
+    if key is None:
+        pytest.fail("TEST_API_URL is set without TEST_API_KEY (a write key of that server)")
+    return key
 
 
 @pytest.fixture(scope="session")
 def read_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A `read` key for the server under test (TEST_API_READ_KEY with TEST_API_URL)."""
+    key = _server_key(request, tmp_path_factory, "read", "TEST_API_READ_KEY")
+    if key is None:
+        pytest.skip("TEST_API_URL is set without TEST_API_READ_KEY")
+    return key
+
+
+def _server_key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, scope: str,
+                variable: str) -> str | None:
+    """A new key of `scope` for the local server; for a TEST_API_URL one, `variable`'s (or None)."""
     if os.environ.get("TEST_API_URL"):
-        if not os.environ.get("TEST_API_READ_KEY"):
-            pytest.skip("TEST_API_URL is set without TEST_API_READ_KEY")
-        return os.environ["TEST_API_READ_KEY"]
-    return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp("read"), "read")
+        return os.environ.get(variable) or None
+    return create_key(request.getfixturevalue("migrated"), tmp_path_factory.mktemp(scope), scope)
 
 
 def create_key(database: Database, tmp: Path, scope: str, *extra: str) -> str:
