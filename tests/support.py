@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from pgcluster import Cluster
+from pgcluster import Cluster, new_cluster
 from tools.docker_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ class Database:
 def start_database() -> Database:
     if os.environ.get("TEST_DATABASE_URL"):
         return Database(os.environ["TEST_DATABASE_URL"], None, None)
-    cluster = Cluster()
+    cluster = new_cluster()
     return Database(cluster.url, cluster.password, cluster)
 
 
