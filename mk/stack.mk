@@ -23,7 +23,7 @@ PREFLIGHT = ca="$$($(PYTHON) -m tools.preflight)" && EXTRA_CA_BUNDLE="$$ca"
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 
-.PHONY: engine up down logs psql verify verify-docs build key keys revoke-key
+.PHONY: engine dev up down logs psql verify verify-docs build key keys revoke-key
 
 engine:  ## Provision and start a Docker engine (Debian, no registry needed): the only prerequisite
 	bash .ci/engine.sh $(ENGINE_DIR)
@@ -60,6 +60,9 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo "Every /items call needs an API key. Create one (it is shown once):"
 	@echo '  KEY=$$(make -s key NAME=me SCOPE=write)'
 	@echo '  curl -H "Authorization: Bearer $$KEY" http://localhost:$(or $(API_PORT),5000)/items'
+
+dev: .env $(SECRET_FILES)  ## Development loop: compose.yaml's stack, app/ changes reach the API without a rebuild
+	@$(PREFLIGHT) docker compose -f compose.yaml -f compose.dev.yaml up --watch
 
 # API keys, made inside the running API container: the key is printed once, alone on stdout,
 # so `KEY=$$(make -s key NAME=ci SCOPE=read)` captures it without it reaching any history.

@@ -155,6 +155,17 @@ def table_snapshot(db: Database) -> str:
     )
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """The predicate's first truthy value, asked every `interval` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def unavailable(reason: str) -> None:
     """Skip, or fail under CI=true: CI must run the tests that need an engine."""
     if os.environ.get("CI") == "true":
