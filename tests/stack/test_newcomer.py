@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import requests
@@ -49,3 +50,17 @@ def test_make_up_in_a_fresh_clone_serves_health(docker: Docker, tmp_path: Path) 
     finally:
         compose("compose", "-f", "compose.yaml", "-f", "compose.prod.yaml", "down", "--volumes",
                 "--remove-orphans", check=False)
+
+
+def test_an_image_that_cannot_be_pulled_gets_its_stand_in_built(docker: Docker) -> None:
+    """preflight on the real engine, with the postgres recipe standing for an image name no
+    registry has: it says so and runs the stand-in builder for that recipe (which finds the
+    postgres stand-in up to date), then goes on. No shared image is touched."""
+    absent = "items-preflight-absent:none"
+    assert docker("image", "inspect", absent, check=False).returncode != 0
+    run = subprocess.run([sys.executable, "-c", "import sys; from tools import preflight; "
+                          f"sys.exit(preflight.main({{'postgres': '{absent}'}}))"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"{absent} is not in the engine and cannot be pulled" in run.stderr
+    assert "building its local stand-in" in run.stderr
