@@ -21,10 +21,10 @@ $(VENV)/.installed: requirements/dev.txt requirements/prod.txt
 
 venv: $(VENV)/.installed  ## Create .venv with the locked development dependencies
 
-test: venv  ## Run every test (needs PostgreSQL server binaries; the container suites need Docker)
+test: venv  ## Run every test (needs Docker; PostgreSQL server binaries, when installed, make it faster)
 	$(BIN)/pytest
 
-test-fast: venv  ## Run the tests that need no container engine (tests/unit, tests/api)
+test-fast: venv  ## Run the tests that need no stack (tests/unit, tests/api)
 	$(BIN)/pytest tests/unit tests/api
 
 lint: venv  ## Lint every Dockerfile (hadolint) and shell script (shellcheck)

@@ -9,11 +9,24 @@ SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pg
 # SECRETS_DIR when missing. Like SECRETS_DIR, give them in the environment (not only in .env).
 export TLS_CERT_FILE ?= $(SECRETS_DIR)/tls.crt
 export TLS_KEY_FILE ?= $(SECRETS_DIR)/tls.key
+# The engine .ci/engine.sh unpacks (`make engine`): first on PATH when present, so that
+# `make engine && make up` needs no `. /opt/docker-engine/env.sh` in between.
+ENGINE_DIR ?= $(or $(DOCKER_ENGINE_DIR),/opt/docker-engine)
+ifneq ($(wildcard $(ENGINE_DIR)/usr/bin/docker),)
+export PATH := $(ENGINE_DIR)/usr/sbin:$(ENGINE_DIR)/usr/bin:$(PATH)
+endif
+# Before Compose runs: an engine answers, the upstream images are there (pulled, or else their
+# local stand-ins built), and the CA bundle builds trust (EXTRA_CA_BUNDLE, else the host's own).
+# It prints that bundle's path; `$(PREFLIGHT) <compose command>` runs the command with it.
+PREFLIGHT = ca="$$($(PYTHON) -m tools.preflight)" && EXTRA_CA_BUNDLE="$$ca"
 # Image labels from git, unless set in the environment.
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 
-.PHONY: up down logs psql verify verify-docs build key keys revoke-key
+.PHONY: engine dev up down logs psql verify verify-docs build key keys revoke-key
+
+engine:  ## Provision and start a Docker engine (Debian, no registry needed): the only prerequisite
+	bash .ci/engine.sh $(ENGINE_DIR)
 
 .env:
 	cp .env.example $@
@@ -33,10 +46,10 @@ $(SECRETS_DIR)/tls.crt $(SECRETS_DIR)/tls.key &:
 	@sh tools/self_signed_tls.sh $(SECRETS_DIR)/tls.crt $(SECRETS_DIR)/tls.key
 
 build: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build the images (items-api:local, items-edge:local)
-	$(COMPOSE) build
+	@$(PREFLIGHT) $(COMPOSE) build
 
 up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start the hardened stack, wait until it is healthy
-	$(COMPOSE) up --detach --wait --wait-timeout 300
+	@$(PREFLIGHT) $(COMPOSE) up --detach --wait --wait-timeout 300
 	@echo
 	@echo "API:      http://$$($(COMPOSE) port edge 8080)"
 	@echo "          https://$$($(COMPOSE) port edge 8443)  (certificate $(TLS_CERT_FILE))"
@@ -47,6 +60,9 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo "Every /items call needs an API key. Create one (it is shown once):"
 	@echo '  KEY=$$(make -s key NAME=me SCOPE=write)'
 	@echo '  curl -H "Authorization: Bearer $$KEY" http://localhost:$(or $(API_PORT),5000)/items'
+
+dev: .env $(SECRET_FILES)  ## Development loop: compose.yaml's stack, app/ changes reach the API without a rebuild
+	@$(PREFLIGHT) docker compose -f compose.yaml -f compose.dev.yaml up --watch
 
 # API keys, made inside the running API container: the key is printed once, alone on stdout,
 # so `KEY=$$(make -s key NAME=ci SCOPE=read)` captures it without it reaching any history.

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from support import unavailable
 from tools.docker_cli import Docker, docker_binary, free_port
+from tools.preflight import choose_ca, pip_configured_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ def engine() -> Docker:
     except (OSError, subprocess.TimeoutExpired):
         answers = False
     if not answers:
-        unavailable("no Docker engine answers (start one: bash .ci/engine.sh)")
+        unavailable("no Docker engine answers (start one: make engine)")
     for plugin in ("compose", "buildx"):
         if docker(plugin, "version", check=False).returncode != 0:
             unavailable(f"the docker {plugin} plugin is missing")
@@ -66,10 +67,12 @@ def engine() -> Docker:
 
 
 def ca_bundle() -> Path | None:
-    """What builds give pip as the `extra_ca` secret: $EXTRA_CA_BUNDLE, else this host's bundle
-    (on this network it holds the extra CA pip needs, besides the public roots), else nothing."""
-    if os.environ.get("EXTRA_CA_BUNDLE"):
-        return Path(os.environ["EXTRA_CA_BUNDLE"])
+    """What builds give pip as the `extra_ca` secret: what `make up` gives (tools/preflight.py:
+    $EXTRA_CA_BUNDLE, else the CA the host's pip trusts), else this host's bundle (on this
+    network it holds the extra CA pip needs, besides the public roots), else nothing."""
+    choice = choose_ca(os.environ, pip_configured_cert)
+    if choice is not None:
+        return Path(choice.path)
     return HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
 
 

@@ -1,9 +1,13 @@
-"""A throwaway PostgreSQL cluster from the machine's server binaries.
+"""A throwaway PostgreSQL cluster: from the machine's server binaries, else in a container.
 
 initdb into a temporary directory, its own port and socket directory, a
 password-protected application role that owns its schema (as in the
 container stack), and removal at the end. PostgreSQL refuses to run as root,
 so when the tests run as root the server runs as the ``postgres`` user.
+
+Without server binaries (none installed, or PG_BINDIR pointing where there are none),
+`new_cluster()` gives the same cluster in a throwaway container of the stack's own
+`postgres:18-trixie` image (pgcontainer.py), so `make test` needs only Python and Docker.
 """
 
 from __future__ import annotations
@@ -24,20 +28,32 @@ APP_ROLE = "app"
 DATABASE = "appdb"
 
 
-def _bindir() -> Path:
+def server_bindir() -> Path | None:
+    """PG_BINDIR when it holds initdb, else the newest installed server's; None without one."""
     if os.environ.get("PG_BINDIR"):
-        return Path(os.environ["PG_BINDIR"])
+        bindir = Path(os.environ["PG_BINDIR"])
+        return bindir if (bindir / "initdb").exists() else None
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[-3])
     )
-    if not found:
-        raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql), or set PG_BINDIR")
-    return Path(found[-1]).parent
+    return Path(found[-1]).parent if found else None
+
+
+def new_cluster() -> "Cluster":
+    """A Cluster from the local server binaries when there are any, else a ContainerCluster."""
+    if server_bindir():
+        return Cluster()
+    from pgcontainer import ContainerCluster
+
+    return ContainerCluster()
 
 
 class Cluster:
     def __init__(self) -> None:
-        self.bindir = _bindir()
+        bindir = server_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql), or set PG_BINDIR")
+        self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="items-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()

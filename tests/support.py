@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from pgcluster import Cluster
+from pgcluster import Cluster, new_cluster
 from tools.docker_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ class Database:
 def start_database() -> Database:
     if os.environ.get("TEST_DATABASE_URL"):
         return Database(os.environ["TEST_DATABASE_URL"], None, None)
-    cluster = Cluster()
+    cluster = new_cluster()
     return Database(cluster.url, cluster.password, cluster)
 
 
@@ -153,6 +153,17 @@ def table_snapshot(db: Database) -> str:
         " ',' ORDER BY id)), '') FROM app.items;"
         " SELECT count(*) FROM app.cursor_key;"
     )
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """The predicate's first truthy value, asked every `interval` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def unavailable(reason: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from support import ROOT, Database, run_cli
-from pgcluster import Cluster
+from pgcluster import Cluster, new_cluster
 
 from app.migrate import available
 
@@ -17,7 +17,7 @@ from app.migrate import available
 @pytest.fixture
 def fresh(tmp_path) -> Iterator[tuple[Cluster, dict[str, str]]]:
     """An empty database that no init script or migration has touched."""
-    cluster = Cluster()
+    cluster = new_cluster()
     try:
         yield cluster, Database(cluster.url, cluster.password, cluster).env(tmp_path)
     finally:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from pgcluster import Cluster
+from pgcluster import Cluster, new_cluster
 from support import Api, Database, Server, run_cli, undocumented
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).
@@ -24,7 +24,7 @@ def own_stack(tmp_path) -> Iterator[tuple[Cluster, Server, Api]]:
     """A cluster and a server of the test's own, and a client with a write key."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs a cluster of its own to stop (TEST_DATABASE_URL is set)")
-    cluster = Cluster()
+    cluster = new_cluster()
     db = Database(cluster.url, cluster.password, cluster)
     env = {**db.env(tmp_path), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
     assert run_cli("migrate", env=env).returncode == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from support import wait_for
 from tools.docker_cli import free_port
 
 IMAGE = "items-api:e2e"
@@ -144,15 +145,15 @@ def test_runs_read_only_without_capabilities_and_stops_on_sigterm(
     try:
         docker("run", "-d", "--name", db, "--network", net, "-e", f"POSTGRES_PASSWORD={password}",
                "-e", "POSTGRES_DB=appdb", "postgres:18-trixie")
-        _wait(lambda: docker("exec", db, "pg_isready", "-h", "127.0.0.1", "-U", "postgres",
-                             check=False).returncode == 0, "postgres ready", 60)
+        wait_for(lambda: docker("exec", db, "pg_isready", "-h", "127.0.0.1", "-U", "postgres",
+                                check=False).returncode == 0, 60, "postgres ready")
         docker("run", "-d", "--name", api, "--network", net, "--read-only", "--cap-drop", "ALL",
                "--security-opt", "no-new-privileges", "-p", f"127.0.0.1:{port}:5000",
                "-v", f"{secret}:/run/secrets/db_password:ro",
                "-e", f"DATABASE_URL=postgresql://postgres@{db}:5432/appdb",
                "-e", "DATABASE_PASSWORD_FILE=/run/secrets/db_password", image)
-        _wait(lambda: _status(f"http://127.0.0.1:{port}/health/live") == 200, "/health/live", 60)
-        _wait(lambda: docker.inspect(api)["State"]["Health"]["Status"] == "healthy", "healthy", 30)
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/health/live") == 200, 60, "/health/live")
+        wait_for(lambda: docker.inspect(api)["State"]["Health"]["Status"] == "healthy", 30, "healthy")
         started = time.monotonic()
         docker("stop", "--time", "20", api)
         state = docker.inspect(api)["State"]
@@ -171,10 +172,3 @@ def _status(url: str) -> int | None:
         return None
 
 
-def _wait(predicate, what: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")

@@ -19,14 +19,13 @@ import http.cookiejar
 import json
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from support import unavailable
+from support import unavailable, wait_for
 
 from tools import offline_images
 from tools.docker_cli import Docker, docker_binary
@@ -113,16 +112,6 @@ def res(request):
     r = Resources(request.node.name)
     yield r
     r.cleanup()
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def logs(name: str) -> str:

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -117,7 +118,8 @@ def test_no_secret_in_any_environment_or_image_history(stack) -> None:
 
 
 def test_pgadmin_shows_appdb_in_a_real_browser(stack) -> None:
-    """Log in, expand the pre-registered server, answer its password prompt, see `appdb`."""
+    """Log in, expand the pre-registered server, answer its password prompt, see `appdb`;
+    the page asks nothing of any other host (no Gravatar avatar, no upgrade check)."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and {CHROMIUM} is missing (apt-get install chromium)")
@@ -129,6 +131,11 @@ def test_pgadmin_shows_appdb_in_a_real_browser(stack) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(30_000)
+        pgadmin_host = urlsplit(stack.pgadmin_url).netloc
+        outside: list[str] = []
+        page.on("request", lambda r: outside.append(r.url)
+                if urlsplit(r.url).scheme in ("http", "https") and urlsplit(r.url).netloc != pgadmin_host
+                else None)
         try:
             page.goto(stack.pgadmin_url + "/login")
             page.get_by_placeholder("Email Address / Username").fill(stack.pgadmin_email)
@@ -159,6 +166,7 @@ def test_pgadmin_shows_appdb_in_a_real_browser(stack) -> None:
                 databases.dblclick()
             expect(appdb).to_be_visible()
             page.screenshot(path=ARTIFACTS / "pgadmin-appdb.png")
+            assert outside == [], f"pgAdmin's page asked other hosts: {outside}"
         except Exception:
             page.screenshot(path=ARTIFACTS / "pgadmin-failure.png")
             raise
