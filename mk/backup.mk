@@ -1,0 +1,16 @@
+# Backups (the `backup` service, Barman; docs/backups.md); included by the Makefile.
+.PHONY: backup backups restore backup-check
+
+backup:  ## Take a base backup now (the API keeps running) and show it
+	$(COMPOSE) exec -T backup barman backup main --wait --wait-timeout 300
+	@$(COMPOSE) exec -T backup barman show-backup main latest
+
+backups:  ## List the base backups: times, sizes, and the WAL each one reaches
+	@$(COMPOSE) exec -T backup barman list-backups main
+	@$(COMPOSE) exec -T backup barman status main | grep -E 'First|Last|Current WAL|Retention'
+
+restore:  ## Restore the latest state, or TARGET_TIME="2026-11-29 21:15:00+00"; asks unless YES=1
+	@COMPOSE="$(COMPOSE)" YES="$(YES)" sh tools/restore.sh "$(TARGET_TIME)"
+
+backup-check:  ## Restore the latest backup into a throwaway container and verify it
+	@COMPOSE="$(COMPOSE)" sh tools/backup_check.sh
