@@ -6,12 +6,16 @@
 # `backup-restore`, build/backup/backup-restore.sh), starts PostgreSQL, which replays WAL up
 # to TARGET_TIME (or to the last record received) and promotes itself; brings the backup
 # service and the API back, waits until the API is healthy, and prints what it did and how
-# long it took. Then it takes a new base backup (a restore to a point in time starts a new
-# timeline). Usable without make: COMPOSE="docker compose -f ..." sh tools/restore.sh [TIME]
+# long it took. The backup service then takes a new base backup by itself (a restore to a
+# point in time starts a new timeline). Usable without make: COMPOSE="docker compose -f ..." sh tools/restore.sh [TIME]
 set -eu
 COMPOSE=${COMPOSE:-docker compose -f compose.yaml -f compose.prod.yaml}
 target=${1:-${TARGET_TIME:-}}
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Compose's progress output only when a step fails.
+quiet() { "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "restore: failed: $*" >&2; exit 1; }; }
 say() { printf 'restore [%3ss]: %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
 if [ "${YES:-}" != 1 ]; then
@@ -22,18 +26,18 @@ if [ "${YES:-}" != 1 ]; then
 fi
 started=$(date +%s)
 say "stopping the API, PostgreSQL and the backup service"
-$COMPOSE stop flask-api postgres backup
+quiet $COMPOSE stop flask-api postgres backup
 say "restoring the newest base backup and the streamed WAL${target:+ (target $target)}"
-$COMPOSE --profile restore run --rm --no-deps backup-restore backup-restore.sh "$target"
+quiet $COMPOSE --profile restore run --rm --no-deps backup-restore backup-restore.sh "$target"
+grep -E '^(restore:|Starting local restore|Doing PITR|Restore operation)' "$log" || :
+
 say "starting PostgreSQL: it replays the WAL${target:+ up to $target} and promotes itself"
-$COMPOSE up --detach --wait --wait-timeout 600 --no-deps postgres
+quiet $COMPOSE up --detach --no-build --wait --wait-timeout 600 --no-deps postgres
 until [ "$($COMPOSE exec -T postgres psql -U postgres -d postgres -tAc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do
   sleep 0.5
 done
 say "PostgreSQL is primary again; starting the API and the backup service"
-$COMPOSE up --detach --wait --wait-timeout 300 flask-api edge
-$COMPOSE up --detach --no-deps backup
-done_at=$(date +%s)
-say "done: the API is healthy; restored $( [ -n "$target" ] && echo "to $target" || echo "to the last WAL received") in $(( done_at - started )) s"
-say "taking a new base backup (make backup)"
-$COMPOSE exec -T backup barman backup main --wait --wait-timeout 300 >/dev/null && say "new base backup taken"
+quiet $COMPOSE up --detach --wait --wait-timeout 300 flask-api edge
+quiet $COMPOSE up --detach --no-build --no-deps backup
+say "done: the API is healthy; restored $( [ -n "$target" ] && echo "to $target" || echo "to the last WAL received") in $(( $(date +%s) - started )) s"
+say "the backup service takes a new base backup now (see: make backups)"

@@ -23,3 +23,6 @@ else
   barman restore main latest "$pgdata" --partial-wal
 fi
 chmod 0700 "$pgdata"
+# The backup service takes a new base backup as soon as it streams again (a restore to a
+# point in time starts a new timeline, which older backups do not reach).
+rm -f /var/lib/barman/.last-scheduled-backup
