@@ -18,7 +18,8 @@ fi
 # Files in the streaming directory that `barman cron` has not filed yet.
 barman -q cron --keep-descriptors >/dev/null 2>&1 || :
 if [ -n "$target" ]; then
-  barman restore main latest "$pgdata" --partial-wal --target-time "$target" --target-action promote
+  # `auto`: the newest backup that ended before the target.
+  barman restore main auto "$pgdata" --partial-wal --target-time "$target" --target-action promote
 else
   barman restore main latest "$pgdata" --partial-wal
 fi
