@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2086  # COMPOSE is a command with its arguments: split on purpose
 # `make backup-check`: prove the newest base backup restores. In throwaway containers that
 # touch neither the data volume nor the running database: Barman verifies the backup's files
 # against its manifest (pg_verifybackup) and that its WAL is all there; restores it with the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2086  # COMPOSE is a command with its arguments: split on purpose
 # `make restore [TARGET_TIME=...] [YES=1]`: restore the database from the backup service.
 #
 # Stops the API (the edge answers 502 meanwhile), PostgreSQL and the backup service; restores
