@@ -1,5 +1,5 @@
 # Backups (the `backup` service, Barman; docs/backups.md); included by the Makefile.
-.PHONY: backup backups restore backup-check
+.PHONY: backup backups restore backup-check dump load
 
 backup:  ## Take a base backup now (the API keeps running) and show it
 	$(COMPOSE) exec -T backup barman backup main --wait --wait-timeout 300
@@ -14,3 +14,10 @@ restore:  ## Restore the latest state, or TARGET_TIME="2026-11-29 21:15:00+00"; 
 
 backup-check:  ## Restore the latest backup into a throwaway container and verify it
 	@COMPOSE="$(COMPOSE)" sh tools/backup_check.sh
+
+dump:  ## Write a pg_dump -Fc file + manifest to DUMP_DIR (dumps/); the API keeps running
+	@COMPOSE="$(COMPOSE)" sh tools/dump.sh
+
+load:  ## Load a dump into an empty database: make load DUMP=dumps/appdb-....dump [FORCE=1]
+	@if [ -z "$(DUMP)" ]; then echo "usage: make load DUMP=dumps/appdb-....dump" >&2; exit 2; fi
+	@COMPOSE="$(COMPOSE)" FORCE="$(FORCE)" sh tools/load.sh "$(DUMP)"
