@@ -15,7 +15,10 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 # edge (nginx, compose.prod.yaml's `edge`).
 API, POSTGRES, PGADMIN = "flask-api", "postgres", "pgadmin"
 EDGE = "edge"
+# The backup service (Barman, issue #16): in the Compose stack only, so far.
+BACKUP = "backup"
 SERVICES = (API, POSTGRES, PGADMIN)
+COMPOSE_SERVICES = (*SERVICES, BACKUP)
 SWARM_SERVICES = (*SERVICES, EDGE)
 
 Outcome = tuple[str, str]  # (result, detail): what every check returns

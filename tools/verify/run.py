@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import compose_project_name, default_stack, detect_profile, load_swarm, load_targets
-from .model import FAIL, SERVICES, SWARM_SERVICES, Finding
+from .model import COMPOSE_SERVICES, FAIL, SWARM_SERVICES, Finding
 from .registry import Check, run_check, table
 from .targets import Target
 
@@ -40,7 +40,7 @@ class Orchestrator:
         return tuple(c for e in table() if e.drill and (c := e.form(self.name, self.services)))
 
 
-COMPOSE = Orchestrator("compose", "Stack", SERVICES, "no container", load_targets, compose_project_name,
+COMPOSE = Orchestrator("compose", "Stack", COMPOSE_SERVICES, "no container", load_targets, compose_project_name,
                        detect_profile)
 SWARM = Orchestrator("swarm", "Swarm stack", SWARM_SERVICES, "no Swarm service", load_swarm, default_stack,
                      lambda targets: "prod")
