@@ -153,3 +153,24 @@ def test_dump_then_load_into_an_emptied_database_gives_identical_data(stack, ops
                        capture_output=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert ops.psql.digest() == before
+
+
+def backup_check(stack) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(ROOT / "tools" / "backup_check.sh")], cwd=ROOT, text=True, capture_output=True,
+                          timeout=600, env={**stack.env, "COMPOSE": compose_command(stack)})
+
+
+def test_backup_check_passes_then_fails_clearly_on_a_corrupted_backup_file(stack):
+    base_backup(stack)
+    healthy = backup_check(stack)
+    assert healthy.returncode == 0, healthy.stdout[-2000:] + healthy.stderr[-2000:]
+    assert "OK: backup" in healthy.stdout and "items_checksum" in healthy.stdout
+    newest = stack.compose("exec", "-T", "backup", "barman", "list-backups", "main", "--minimal").stdout.split()[0]
+    stack.compose("exec", "-T", "backup", "sh", "-c",
+                  f"printf corrupted >> /var/lib/barman/main/base/{newest}/data/PG_VERSION")
+    try:
+        broken = backup_check(stack)
+        assert broken.returncode != 0
+        assert f"FAILED: backup {newest}: files do not match the manifest" in broken.stderr, broken.stderr[-2000:]
+    finally:
+        stack.compose("exec", "-T", "backup", "barman", "delete", "main", newest, check=False)
