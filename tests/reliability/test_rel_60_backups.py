@@ -15,13 +15,14 @@ after T are gone, as they should be.
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
-from reliability_load import WriteLoad, check_writes
+from reliability_load import STORED_ROWS, WriteLoad, compare_writes
 from reliability_support import Results, recording_session, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +76,10 @@ def test_drill_1_data_volume_destroyed_while_writers_run(stack, ops, bodies, row
     outcomes = load.outcomes
     failed_during_backup = [o for o in outcomes if during_backup <= o.started and o.ended <= after_backup
                             and not o.acked]
-    writes = check_writes(load, ops.psql)
-    by_name = {o.name: o for o in outcomes}
-    lost = [by_name[n] for n in writes["examples"]["lost"]]
-    lost_all = [o for o in outcomes if o.acked and o.name in set(writes["examples"]["lost"])]
+    rows = json.loads(ops.psql.query(STORED_ROWS.format(prefix=load.prefix), timeout=60))
+    writes = compare_writes(outcomes, rows)
+    stored = {r["name"] for r in rows}
+    lost = [o for o in outcomes if o.acked and o.name not in stored]
     oldest_age = max((destroyed - o.ended for o in lost), default=0.0)
     result = row(
         "Backups drill 1: data volume destroyed while writers run, `make restore` (streaming WAL)",
@@ -86,9 +87,9 @@ def test_drill_1_data_volume_destroyed_while_writers_run(stack, ops, bodies, row
         acked=writes["acked"], acked_lost=writes["acked_lost"],
         recovery=f"RTO {healthy - destroyed:.1f} s (destruction to API healthy)",
         details={"RPO": f"{writes['acked_lost']} acknowledged writes lost"
-                        + (f", the oldest acknowledged {oldest_age:.3f} s before the destruction" if lost_all else ""),
+                        + (f", the oldest acknowledged {oldest_age:.3f} s before the destruction" if lost else ""),
                  "base backup while writers ran": f"{len(failed_during_backup)} failed requests",
-                 "restore": " / ".join(line for line in output.splitlines() if "done:" in line)},
+                 "make restore": next((line.split("]: ", 1)[-1] for line in output.splitlines() if "done:" in line), "")},
     )
     Results.show(result)
     assert not failed_during_backup, [(o.status, o.error) for o in failed_during_backup[:5]]
@@ -97,8 +98,8 @@ def test_drill_1_data_volume_destroyed_while_writers_run(stack, ops, bodies, row
 
 
 def test_drill_2_bad_delete_undone_by_point_in_time_restore(stack, ops, bodies, row):
-    tally: dict = {}
-    api = recording_session(bodies, None, stack.api_url)
+    tally: Counter = Counter()
+    api = recording_session(bodies, tally, stack.api_url)
     api.headers["Authorization"] = f"Bearer {stack.api_key}"
     prefix = f"drill2-{uuid.uuid4().hex[:10]}-"
     base_backup(stack)
@@ -122,7 +123,9 @@ def test_drill_2_bad_delete_undone_by_point_in_time_restore(stack, ops, bodies, 
     gone = api.get(f"/items/{after.json()['id']}").status_code
     result = row(
         "Backups drill 2: a bad DELETE, `make restore TARGET_TIME=<T - 1 s>`",
-        requests=len(back) + len(created) + 2, statuses=tally, no_answer={},
+        requests=sum(tally.values()),
+        statuses={str(k): v for k, v in sorted(tally.items(), key=str) if isinstance(k, int)},
+        no_answer={k: v for k, v in tally.items() if isinstance(k, str)},
         acked=len(created), acked_lost=len(created) - restored,
         recovery=f"RTO {healthy - started:.1f} s (restore started to API healthy)",
         details={"deleted by mistake": f"{deleted} items, all {restored} back" if restored == deleted
