@@ -391,9 +391,9 @@ def test_db_role_uses_the_apis_role_and_database(answer, expected):
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        ((0, "120 0.002 async"), ("pass", "lag 120 bytes, 0.002 s (async)")),
-        ((0, "0 0.000 sync"), ("pass", "lag 0 bytes, 0.000 s (sync)")),
-        ((0, "50000000 3.000 async"), ("warn", "lag 50000000 bytes, 3.000 s (async): the backup service is falling behind")),
+        ((0, "120 0.002 async"), ("pass", "lag 120 bytes unsent, 0.002 s (async)")),
+        ((0, "0 0.000 sync"), ("pass", "lag 0 bytes unsent, 0.000 s (sync)")),
+        ((0, "50000000 3.000 async"), ("warn", "lag 50000000 bytes unsent, 3.000 s (async): the backup service is falling behind")),
         ((0, ""), ("fail", "no replication connection from barman_receive_wal: the WAL is not being streamed")),
         ((2, "psql: error"), ("fail", "psql failed (2): psql: error")),
     ],

@@ -582,11 +582,15 @@ RECEIVER = "barman_receive_wal"
 @check("BACKUP-STREAMING", "the backup service receives the WAL stream", services=(POSTGRES,), live=True,
        swarm=None)
 def check_backup_streaming(t: Target) -> Outcome:
-    """What a lost data volume takes with it is the WAL the backup service has not flushed yet:
-    its replication connection must be there, and its lag (bytes and seconds) small.
+    """What a lost data volume takes with it is the WAL not yet sent to the backup service:
+    its replication connection must be there, and its lag (bytes unsent, seconds) small.
+
+    Bytes: WAL written but not yet sent. Seconds: the receiver's reported write lag.
+    (pg_receivewal, when asynchronous, reports its flush position only per segment and every
+    10 s, so flush_lsn trails by up to a segment even when every byte has arrived.)
     """
-    sql = ("select pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint || ' ' || "
-           "coalesce(extract(epoch from flush_lag), 0)::numeric(10,3) || ' ' || sync_state "
+    sql = ("select pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)::bigint || ' ' || "
+           "coalesce(extract(epoch from write_lag), 0)::numeric(10,3) || ' ' || sync_state "
            f"from pg_stat_replication where application_name = '{RECEIVER}'")
     code, output = psql(t, "postgres", "-Atc", sql)
     if code != 0:
@@ -594,7 +598,7 @@ def check_backup_streaming(t: Target) -> Outcome:
     if not output:
         return FAIL, f"no replication connection from {RECEIVER}: the WAL is not being streamed"
     lag_bytes, lag_seconds, sync = output.splitlines()[0].split()
-    detail = f"lag {lag_bytes} bytes, {lag_seconds} s ({sync})"
+    detail = f"lag {lag_bytes} bytes unsent, {lag_seconds} s ({sync})"
     if int(lag_bytes) > 16 * 1024 * 1024 or float(lag_seconds) > 60:
         return WARN, f"{detail}: the backup service is falling behind"
     return PASS, detail
