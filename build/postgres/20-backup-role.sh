@@ -27,6 +27,7 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --single-transaction \
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
 SET log_min_duration_statement = -1;
+SET client_min_messages = warning;
 SELECT 'CREATE ROLE backup' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'backup') \gexec
 \set backup_password `cat :'secret'`
 SELECT format('ALTER ROLE backup LOGIN REPLICATION PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS',
