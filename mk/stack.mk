@@ -4,7 +4,7 @@ COMPOSE ?= docker compose -f compose.yaml -f compose.prod.yaml
 # Give SECRETS_DIR on the command line or in the environment (not only in .env),
 # so that make and Compose use the same directory.
 SECRETS_DIR ?= secrets
-SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password)
+SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password backup_db_password)
 # The edge's certificate and key: your own pair, or a self-signed one for localhost made in
 # SECRETS_DIR when missing. Like SECRETS_DIR, give them in the environment (not only in .env).
 export TLS_CERT_FILE ?= $(SECRETS_DIR)/tls.crt
@@ -48,8 +48,12 @@ $(SECRETS_DIR)/tls.crt $(SECRETS_DIR)/tls.key &:
 build: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build the images (items-api:local, items-edge:local)
 	@$(PREFLIGHT) $(COMPOSE) build
 
+# PostgreSQL first: a database made before backups existed gets the backup service's role
+# (build/postgres/20-backup-role.sh, idempotent; new databases run it at initialisation).
 up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start the hardened stack, wait until it is healthy
-	@$(PREFLIGHT) $(COMPOSE) up --detach --wait --wait-timeout 300
+	@$(PREFLIGHT) $(COMPOSE) up --detach --wait --wait-timeout 300 postgres
+	$(COMPOSE) exec -T postgres sh /docker-entrypoint-initdb.d/20-backup-role.sh
+	$(COMPOSE) up --detach --wait --wait-timeout 300
 	@echo
 	@echo "API:      http://$$($(COMPOSE) port edge 8080)"
 	@echo "          https://$$($(COMPOSE) port edge 8443)  (certificate $(TLS_CERT_FILE))"

@@ -10,10 +10,12 @@ and Compose files use them without pulling:
     postgres:18-trixie         Debian sid's postgresql-18 with our own docker-entrypoint.sh
     dpage/pgadmin4:9.18        pgadmin4 9.18 + gunicorn from PyPI in /venv, our /entrypoint.sh
     nginx:1.30-trixie          Debian sid's nginx (the 1.30 stable line) with our entrypoint scripts
+    offline-images/barman:3    Debian sid's barman + postgresql-client-18 as uid 999 (no official
+                               image exists to stand in for; the backup service builds FROM it)
 
 The recipes are files, one folder per image under tools/images/ (see its README.md), so hadolint
 and shellcheck read them like every other Dockerfile and script; this script only orchestrates.
-All four are built FROM one Debian sid (minbase) root filesystem made with debootstrap, with
+All are built FROM one Debian sid (minbase) root filesystem made with debootstrap, with
 tools/images/base/ copied over it, and imported as `offline-images/debian-sid:<hash>`; its
 tarball is cached (default /var/cache/offline-images) so later runs skip debootstrap. Every
 image carries the label `offline-images.recipe` = sha256 of its folder's files and build
@@ -27,7 +29,7 @@ Requirements: root, debootstrap, a running Docker engine with the buildx plugin
 Usage:
     python3 tools/offline_images.py                  build what is missing or stale
     python3 tools/offline_images.py --list           show present / stale / missing
-    python3 tools/offline_images.py --only postgres  build one (python | postgres | pgadmin | nginx)
+    python3 tools/offline_images.py --only postgres  build one (python | postgres | pgadmin | nginx | barman)
     python3 tools/offline_images.py --force          rebuild even if up to date
     python3 tools/offline_images.py --pgadmin-tag    print the pgAdmin tag (9.18) and exit
 Options: --cache-dir DIR (base tarball + build logs), --mirror URL (Debian archive; default: the
@@ -63,6 +65,8 @@ PGADMIN_TAG = PGADMIN_VERSION
 PYTHON_IMAGE = "python:3.14-slim-trixie"
 POSTGRES_IMAGE = "postgres:18-trixie"
 NGINX_IMAGE = "nginx:1.30-trixie"  # the stable line; the edge's Dockerfile starts FROM it
+# No official Barman image exists: a local name, not a stand-in for an upstream one.
+BARMAN_IMAGE = "offline-images/barman:3"  # the backup service's Dockerfile starts FROM it
 PGADMIN_IMAGE = f"dpage/pgadmin4:{PGADMIN_TAG}"
 
 LABEL = "offline-images.recipe"
@@ -96,6 +100,7 @@ RECIPES = (
     Recipe("postgres", POSTGRES_IMAGE),
     Recipe("pgadmin", PGADMIN_IMAGE, (("PGADMIN_VERSION", PGADMIN_VERSION),)),
     Recipe("nginx", NGINX_IMAGE),
+    Recipe("barman", BARMAN_IMAGE),
 )
 IMAGES = {r.name: r.image for r in RECIPES}
 
@@ -311,7 +316,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Build offline stand-ins for upstream images.",
                                 epilog="See the module docstring for details.")
     p.add_argument("--only", choices=sorted(IMAGES) + sorted(IMAGES.values()), metavar="NAME",
-                   help="build only this one: python, postgres, pgadmin or nginx (or its image name)")
+                   help="build only this one: python, postgres, pgadmin, nginx or barman (or its image name)")
     p.add_argument("--list", action="store_true", help="show which images are present/stale/missing")
     p.add_argument("--force", action="store_true", help="rebuild even if the recipe label matches")
     p.add_argument("--refresh-base", action="store_true", help="run debootstrap again (implies --force)")

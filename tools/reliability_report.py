@@ -184,6 +184,16 @@ SCENARIOS = """\
   to the internal `backend` network only, the edge to the `edge` network only, and `pg_isready`
   from a container on the `edge` network or on a fresh network gets no answer, while one on
   `backend` does.
+- **Backups drill 1: the data volume is gone.** Two clients write continuously; a base backup is
+  taken while they do (it must cost no failed request); more writes; then, the clients still
+  writing, PostgreSQL is SIGKILLed, its container and the API's removed and the data volume
+  deleted. `tools/restore.sh` (`make restore YES=1`) restores the newest base backup and the
+  streamed WAL. *RPO*: acknowledged writes missing afterwards (none may be older than 1 s at the
+  destruction). *RTO* (Recovery): destruction to the API's `/health` answering 200.
+- **Backups drill 2: a bad statement.** Items written through the API, deleted by a `DELETE` at
+  T, one more written after it; `make restore TARGET_TIME=<T - 1 s>` must bring every deleted
+  item back exactly as it was and the write after T must be gone (404). Recovery: the start of
+  the restore to the API healthy.
 """
 
 

@@ -73,8 +73,11 @@ class WriteLoad:
     """`clients` threads POSTing unique items to `base_url` until stopped (bounded anyway)."""
 
     def __init__(self, base_url: str, bodies: BodyScanner, *, clients: int = 4, timeout: float = 10,
-                 pause: float = 0.01, max_seconds: float = 120, max_requests: int = 200_000):
+                 pause: float = 0.01, max_seconds: float = 120, max_requests: int = 200_000,
+                 api_key: str = ""):
         self.base_url = base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json",
+                        **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self.bodies = bodies
         self.clients = clients
         self.timeout = timeout
@@ -135,7 +138,7 @@ class WriteLoad:
         outcome = Outcome(client=n, name=item["name"], sent=item, started=started, ended=started)
         try:
             r = session.post(self.base_url + "/items", data=item_body(item), timeout=self.timeout,
-                             headers={"Content-Type": "application/json"})
+                             headers=self.headers)
         except requests.Timeout:
             outcome.error = "timeout"
         except requests.ConnectionError:

@@ -24,11 +24,11 @@ ARTIFACTS = ROOT / "test-artifacts"  # git-ignored
 
 # service -> (uid the processes run as, Config.User compose sets)
 USERS = {"flask-api": ("10001", "10001:10001"), "postgres": ("999", "999:999"),
-         "pgadmin": ("5050", "5050:5050"), "edge": ("101", "101:101")}
+         "pgadmin": ("5050", "5050:5050"), "edge": ("101", "101:101"), "backup": ("999", "999:999")}
 # A write to the root filesystem, in each container's own tools.
 WRITE_PROBE = {"flask-api": ["python", "-c", "open('/probe', 'w')"],
                "postgres": ["sh", "-c", ": > /probe"], "pgadmin": ["sh", "-c", ": > /probe"],
-               "edge": ["sh", "-c", ": > /probe"]}
+               "edge": ["sh", "-c", ": > /probe"], "backup": ["sh", "-c", ": > /probe"]}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -72,6 +72,17 @@ def test_api_role_is_least_privilege(stack) -> None:
     assert users == "app"
 
 
+def test_backup_role_may_replicate_and_nothing_more(stack) -> None:
+    row = psql(stack, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, "
+                      "rolcanlogin FROM pg_roles WHERE rolname = 'backup'")
+    assert row == "f|f|f|t|f|t"
+    assert psql(stack, "SELECT has_database_privilege('backup', 'appdb', 'CONNECT'), "
+                       "has_schema_privilege('backup', 'app', 'USAGE')") == "f|f"
+    # ...and the backup service really streams as that role.
+    streaming = psql(stack, "SELECT usename FROM pg_stat_replication WHERE application_name = 'barman_receive_wal'")
+    assert streaming == "backup"
+
+
 def test_containers_run_as_non_root_on_read_only_roots_with_limits(stack) -> None:
     for service, (uid, user) in USERS.items():
         cid = stack.container(service)
@@ -92,7 +103,7 @@ def test_containers_run_as_non_root_on_read_only_roots_with_limits(stack) -> Non
         assert host["LogConfig"]["Type"] == "json-file" and host["LogConfig"]["Config"].get("max-size")
         assert c["State"]["Health"]["Status"] == "healthy", service
         bindings = [b for bs in (host["PortBindings"] or {}).values() for b in bs]
-        if service in ("postgres", "flask-api"):
+        if service in ("postgres", "flask-api", "backup"):
             assert not bindings, f"{service} must not be published (clients reach the API through the edge)"
         else:
             assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings

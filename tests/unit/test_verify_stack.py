@@ -33,7 +33,7 @@ import pytest
 
 from tools import verify_stack as cli
 from tools.verify import api, checks, edge, engine, values
-from tools.verify.model import API, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, CannotRun, Finding
+from tools.verify.model import API, BACKUP, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, CannotRun, Finding
 from tools.verify.registry import Check, run_check
 from tools.verify.report import exit_code, render
 from tools.verify.run import COMPOSE, expected, verify
@@ -293,7 +293,8 @@ def test_check_on_captured_record(name, check, expected, fragment):
 # the API's (AUTH, API-DOCS) in test_verify_api.py.
 PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_pgadmin_ping,
           checks.check_db_role, api.check_auth, api.check_docs, edge.check_tls_certificate,
-          edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors}
+          edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors,
+          checks.check_backup_streaming, checks.check_backup_barman, checks.check_backup_volume}
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():
@@ -394,6 +395,55 @@ def test_db_role_uses_the_apis_role_and_database(answer, expected):
     assert "rolname = 'items'" in t.commands[0][-1]
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ((0, "120 0.002 async"), ("pass", "lag 120 bytes unsent, 0.002 s (async)")),
+        ((0, "0 0.000 sync"), ("pass", "lag 0 bytes unsent, 0.000 s (sync)")),
+        ((0, "50000000 3.000 async"), ("warn", "lag 50000000 bytes unsent, 3.000 s (async): the backup service is falling behind")),
+        ((0, ""), ("fail", "no replication connection from barman_receive_wal: the WAL is not being streamed")),
+        ((2, "psql: error"), ("fail", "psql failed (2): psql: error")),
+    ],
+)
+def test_backup_streaming_reads_the_receivers_lag_from_postgresql(answer, expected):
+    t = FakeTarget(record("postgres-strict"), execs=[answer])
+    assert checks.check_backup_streaming(t) == expected
+    assert "application_name = 'barman_receive_wal'" in t.commands[0][-1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ((0, "Server main:\n\tbackup maximum age: OK (interval provided: 2 days, latest backup age: 3 hours)\n"),
+         ("pass", "every check OK; interval provided: 2 days, latest backup age: 3 hours")),
+        ((1, "Server main:\n\tbackup maximum age: FAILED (interval provided: 2 days, latest backup age: 3 days)\n"),
+         ("fail", "backup maximum age: FAILED (interval provided: 2 days, latest backup age: 3 days)")),
+    ],
+)
+def test_backup_check_reports_barmans_failed_lines(answer, expected):
+    t = FakeTarget({}, BACKUP, execs=[answer])
+    assert checks.check_backup_barman(t) == expected
+    assert t.commands == [["barman", "check", "main"]]
+
+
+def mounts(*pairs):
+    return {"Mounts": [{"Type": "volume", "Destination": d, "Name": n} for d, n in pairs]}
+
+
+@pytest.mark.parametrize(
+    ("backup", "data", "expected"),
+    [
+        (mounts(("/var/lib/barman", "items_backups")), "items_pgdata", "pass"),
+        (mounts(("/var/lib/barman", "items_pgdata")), "items_pgdata", "fail"),
+        (mounts(("/var/lib/barman", "items_backups"), ("/var/lib/postgresql", "items_pgdata")), "items_pgdata", "fail"),
+        ({"Mounts": []}, "items_pgdata", "fail"),
+    ],
+)
+def test_backup_volume_is_its_own_and_never_the_data(backup, data, expected):
+    db = Target(POSTGRES, mounts(("/var/lib/postgresql", data)))
+    assert checks.check_backup_volume(Target(BACKUP, backup, stack={POSTGRES: db}))[0] == expected
+
+
 # --- running, profiles, output ---------------------------------------------------------------
 
 
@@ -427,7 +477,7 @@ def test_verify_reports_a_missing_service_and_runs_only_matching_checks():
     findings = verify(targets, "prod")
     missing = [f for f in findings if f.service != POSTGRES]
     assert [(f.service, f.id, f.result) for f in missing] == [
-        (API, "RUNNING", "fail"), (PGADMIN, "RUNNING", "fail"), (EDGE, "RUNNING", "fail")]
+        (API, "RUNNING", "fail"), (PGADMIN, "RUNNING", "fail"), (EDGE, "RUNNING", "fail"), (BACKUP, "RUNNING", "fail")]
     ids = [f.id for f in findings if f.service == POSTGRES]
     assert "DB-VOLUME" in ids and "API-HEALTH" not in ids and "PGADMIN-PING" not in ids
 
@@ -542,10 +592,11 @@ def test_the_api_is_reached_through_the_edges_http_port():
 
 def test_a_development_stack_does_not_miss_the_edge_but_prod_does():
     targets = prod_stack()
-    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN, EDGE)  # there: checked
+    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN, EDGE, BACKUP)  # there: checked
     del targets[EDGE]
-    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN)
-    assert expected(COMPOSE, targets, "prod") == (API, POSTGRES, PGADMIN, EDGE)  # missing: RUNNING fails
+    # The backup service is in every Compose stack: missed in both.
+    assert expected(COMPOSE, targets, "dev") == (API, POSTGRES, PGADMIN, BACKUP)
+    assert expected(COMPOSE, targets, "prod") == (API, POSTGRES, PGADMIN, EDGE, BACKUP)  # missing: RUNNING fails
 
 
 def test_prod_stack_api_as_root_is_caught_by_both_user_checks():

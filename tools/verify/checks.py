@@ -14,7 +14,7 @@ import json
 import re
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
-from .model import API, EDGE, FAIL, PASS, PGADMIN, POSTGRES, WARN, Outcome, result
+from .model import API, BACKUP, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -596,3 +596,66 @@ def check_db_role(t: Target) -> Outcome:
     if output not in ("t", "f"):
         return FAIL, f"role {role} not found in {db}"
     return result(output == "f", f"role {role} is not a superuser", f"role {role} IS a superuser")
+
+
+# --- backups (the `backup` service, Barman; docs/backups.md) -------------------------------------
+
+BARMAN_HOME = "/var/lib/barman"
+# What pg_receivewal calls itself on its replication connection (Barman's streaming_archiver_name).
+RECEIVER = "barman_receive_wal"
+
+
+@check("BACKUP-STREAMING", "the backup service receives the WAL stream", services=(POSTGRES,), live=True,
+       swarm=None)
+def check_backup_streaming(t: Target) -> Outcome:
+    """What a lost data volume takes with it is the WAL not yet sent to the backup service:
+    its replication connection must be there, and its lag (bytes unsent, seconds) small.
+
+    Bytes: WAL written but not yet sent. Seconds: the receiver's reported write lag.
+    (pg_receivewal, when asynchronous, reports its flush position only per segment and every
+    10 s, so flush_lsn trails by up to a segment even when every byte has arrived.)
+    """
+    sql = ("select pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)::bigint || ' ' || "
+           "coalesce(extract(epoch from write_lag), 0)::numeric(10,3) || ' ' || sync_state "
+           f"from pg_stat_replication where application_name = '{RECEIVER}'")
+    code, output = psql(t, "postgres", "-Atc", sql)
+    if code != 0:
+        return FAIL, f"psql failed ({code}): {output[:80]}"
+    if not output:
+        return FAIL, f"no replication connection from {RECEIVER}: the WAL is not being streamed"
+    lag_bytes, lag_seconds, sync = output.splitlines()[0].split()
+    detail = f"lag {lag_bytes} bytes unsent, {lag_seconds} s ({sync})"
+    if int(lag_bytes) > 16 * 1024 * 1024 or float(lag_seconds) > 60:
+        return WARN, f"{detail}: the backup service is falling behind"
+    return PASS, detail
+
+
+@check("BACKUP-CHECK", "barman check passes (last base backup younger than its limit)", services=(BACKUP,),
+       live=True, swarm=None)
+def check_backup_barman(t: Target) -> Outcome:
+    """`barman check main`: the newest base backup is younger than last_backup_maximum_age (two
+    daily schedules), the minimum number of backups exists, pg_receivewal and its slot run.
+    """
+    code, output = t.exec(["barman", "check", "main"])
+    failed = [line.strip() for line in output.splitlines() if "FAILED" in line]
+    age = next((line.split("(", 1)[-1].rstrip(")") for line in output.splitlines()
+                if "backup maximum age" in line), "")
+    return result(code == 0 and not failed, f"every check OK; {age}".rstrip("; "),
+                  "; ".join(failed)[:200] or f"barman check exited {code}: {output[:120]}")
+
+
+@check("BACKUP-VOLUME", "backups on their own named volume, not the data volume", services=(BACKUP,),
+       swarm=None)
+def check_backup_volume(t: Target) -> Outcome:
+    """A backup on the data volume dies with it: Barman's home must be another named volume."""
+    mounts = {m.get("Destination"): m for m in t.attrs.get("Mounts") or []}
+    repo = mounts.get(BARMAN_HOME) or {}
+    if repo.get("Type") != "volume" or re.fullmatch(r"[0-9a-f]{64}", repo.get("Name") or ""):
+        return FAIL, f"{BARMAN_HOME} is not on a named volume"
+    if PG_DATA in mounts:
+        return FAIL, f"the data directory {PG_DATA} is mounted in the backup service"
+    db = t.stack.get(POSTGRES)
+    data = next((m.get("Name") for m in (db.attrs.get("Mounts") or []) if m.get("Destination") == PG_DATA),
+                None) if db else None
+    return result(repo.get("Name") != data, f"volume {repo.get('Name')} (data: {data})",
+                  f"the backups and the data share volume {data}")

@@ -13,10 +13,11 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 
 # The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml and
 # compose.swarm.yaml) is where clients reach the API in production; a development stack
-# (compose.yaml alone) has none.
-API, POSTGRES, PGADMIN, EDGE = "flask-api", "postgres", "pgadmin", "edge"
-SERVICES = (API, POSTGRES, PGADMIN, EDGE)
-SWARM_SERVICES = SERVICES
+# (compose.yaml alone) has none. The backup service (Barman, build/backup) is in every Compose
+# stack, and not yet in the Swarm stack.
+API, POSTGRES, PGADMIN, EDGE, BACKUP = "flask-api", "postgres", "pgadmin", "edge", "backup"
+SERVICES = (API, POSTGRES, PGADMIN, EDGE, BACKUP)
+SWARM_SERVICES = (API, POSTGRES, PGADMIN, EDGE)
 PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
 # The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
 EDGE_HTTP, EDGE_HTTPS = 8080, 8443
