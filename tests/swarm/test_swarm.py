@@ -1,4 +1,5 @@
-"""The stack on Docker Swarm, deployed by tools/swarm.py as `make swarm-up` does (fixture `swarm`).
+"""The stack on Docker Swarm, deployed by tools/swarm.py as `make swarm-up` does (fixture `swarm`),
+with images of this checkout built under tags of the run's own.
 
 One single-node swarm for the module: initialised by the tool when the engine
 is in none (and left again at the end, also after a failure), or an existing
@@ -147,6 +148,19 @@ class SwarmStack:
         return self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
 
 
+def own_images(docker: Docker, env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """This checkout's API and edge images, built as `make build` does under tags of this run's
+    own (API_IMAGE, EDGE_IMAGE for swarm.py): items-api:local and items-edge:local are shared
+    by every checkout on the engine, and another build may retag them between ours and the deploy."""
+    tag = f"e2e-{uuid.uuid4().hex[:8]}"
+    override = tmp / "images.yaml"
+    override.write_text(f"services:\n  flask-api:\n    image: items-api:{tag}\n"
+                        f"  edge:\n    image: items-edge:{tag}\n")
+    files = [a for f in (ROOT / "compose.yaml", ROOT / "compose.prod.yaml", override) for a in ("-f", str(f))]
+    docker("compose", *files, "build", "flask-api", "edge", env=env, timeout=900)
+    return {"API_IMAGE": f"items-api:{tag}", "EDGE_IMAGE": f"items-edge:{tag}"}
+
+
 @pytest.fixture(scope="module")
 def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
     tmp = tmp_path_factory.mktemp("swarm")
@@ -166,11 +180,14 @@ def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         env.pop(name, None)
     if ca_bundle is not None:
         env["EXTRA_CA_BUNDLE"] = str(ca_bundle)
+    images = own_images(docker, env, tmp)
+    env.update(images)
     s = SwarmStack(docker, os.environ.get("E2E_SWARM_STACK", "items-swarm-e2e"), env, env_file, api_port,
                    api_tls_port, secrets_dir / "tls.crt", pgadmin_port)
     if s.swarm_state() == "active":
         s.tool("down", "--volumes", check=False)  # leftovers of an earlier run; leaves a swarm it made
     s.created_swarm = s.swarm_state() != "active"
+    s.images += images.values()
     try:
         started = time.monotonic()
         r = s.tool("up", timeout=900)
