@@ -46,7 +46,7 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo
 	@echo "Every /items call needs an API key. Create one (it is shown once):"
 	@echo '  KEY=$$(make -s key NAME=me SCOPE=write)'
-	@echo '  curl -H "Authorization: Bearer $$KEY" http://localhost:$(or $(API_PORT),5000)/items'
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" http://$$($(COMPOSE) port edge 8080)/items"
 
 # API keys, made inside the running API container: the key is printed once, alone on stdout,
 # so `KEY=$$(make -s key NAME=ci SCOPE=read)` captures it without it reaching any history.
