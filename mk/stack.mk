@@ -63,7 +63,7 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo
 	@echo "Every /items call needs an API key. Create one (it is shown once):"
 	@echo '  KEY=$$(make -s key NAME=me SCOPE=write)'
-	@echo '  curl -H "Authorization: Bearer $$KEY" http://localhost:$(or $(API_PORT),5000)/items'
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" http://$$($(COMPOSE) port edge 8080)/items"
 
 dev: .env $(SECRET_FILES)  ## Development loop: compose.yaml's stack, app/ changes reach the API without a rebuild
 	@$(PREFLIGHT) docker compose -f compose.yaml -f compose.dev.yaml up --watch

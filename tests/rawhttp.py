@@ -95,17 +95,18 @@ def _hpack_literal(name: str, value: str) -> bytes:
     return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
 
 
-def h2_partial_posts(server, streams: int = 4, tls: ssl.SSLContext | None = None) -> bytes:
+def h2_partial_posts(server, streams: int = 4, tls: ssl.SSLContext | None = None, key: str = "") -> bytes:
     """The attack on HTTP/2: POST streams with part of each body, then hang up. Cleartext with
-    prior knowledge, or over TLS with `tls` (a context that offers h2 by ALPN). The first bytes
-    the server answered (b"" for none)."""
+    prior knowledge, or over TLS with `tls` (a context that offers h2 by ALPN); with an API key
+    `key` in each stream's headers when given. The first bytes the server answered (b"" for none)."""
+    authorization = (("authorization", f"Bearer {key}"),) if key else ()
     host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
     frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(0x4, 0, 0, b"")  # preface, SETTINGS
     for n in range(streams):
         stream = 2 * n + 1
         block = b"".join(_hpack_literal(k, v) for k, v in (
             (":method", "POST"), (":scheme", "https" if tls else "http"), (":path", "/items"), (":authority", "x"),
-            ("content-type", "application/json"), ("content-length", "1000")))
+            ("content-type", "application/json"), ("content-length", "1000"), *authorization))
         frames += _h2_frame(0x1, 0x4, stream, block)  # HEADERS, END_HEADERS
         frames += _h2_frame(0x0, 0, stream, b'{"name": ')  # DATA, not the end of the stream
     sock = socket.create_connection((host, port), timeout=5)

@@ -30,7 +30,10 @@ What the reliability suite (`tests/reliability/`) does to the real Compose stack
 (`compose.yaml` + `compose.prod.yaml`, the prod limits included) and what it saw. Each
 scenario is a test; each prints the figures below and fails on any broken promise, so this
 table is also what CI checks on every `make test` (at modest sizes), and what `make
-reliability` checks at bigger ones (`RELIABILITY_SCALE`, 4 by default there).
+reliability` checks at bigger ones (`RELIABILITY_SCALE`, 4 by default there). Every request to
+`/items` carries one of the stack's API keys (a write and a read key, made in the API container
+once the stack is up, as `make key` does); the abusers' containers read theirs from a mounted
+file, never an argument or a variable.
 
 This file is generated: `make reliability` runs the suite and then `python
 tools/reliability_report.py`, which renders `test-artifacts/reliability/results.json` (written
@@ -126,8 +129,8 @@ SCENARIOS = """\
   edge does not implement is 501 problem+json (RFC 9112 section 6.1). Well-formed chunked bodies
   are read whole by the edge and stored exactly as sent; a chunked body cut short by the
   client's end of stream may be closed without an answer (RFC 9112 section 8), and is not
-  stored. A client may send 97 header fields besides Host (Granian reads 100; the edge adds
-  three); with more, in fewer bytes than the edge's buffers, Granian's own 431 with an empty
+  stored. A client may send 97 header fields, Host and its key among them (Granian reads 100;
+  the edge adds three); with more, in fewer bytes than the edge's buffers, Granian's own 431 with an empty
   body passes the edge: a known failure.
 - **Request smuggling.** Ten messages whose length is ambiguous (Content-Length beside chunked in
   either order, two Content-Lengths equal or not, a Content-Length list, an obfuscated or
@@ -151,7 +154,7 @@ SCENARIOS = """\
   it plus 3 s; none may reach the API (its log names no abuser's address); the edge must not be
   restarted or OOM-killed (its memory is reported).
 - **Greedy client.** From a container of its own: `GET /health/live` back to back on 8
-  connections for 3 s, then `POST /items` with an empty object (422, nothing stored), then more
+  connections for 3 s, then `POST /items` with its key and an empty object (422, nothing stored), then more
   requests open at once than the edge's connection limit (stalled `POST`s paced under the write
   rate). Reads and writes must be served within the burst and the rate (at least the burst + 1,
   at most that plus the rate for every second of the flood and one more), the rest refused 429
@@ -173,10 +176,12 @@ SCENARIOS = """\
   may reach the API (no `POST` in its log). Afterwards `/health/live`, a listing and `/health`
   must each answer 200 five times within 3 s (over HTTPS for the second), with no restart.
 - **Secrets.** After everything else: none of the three generated secret values, nor the edge's
-  TLS private key, in any container's `docker inspect` record (environment included), the API's
-  or the edge's image's `docker history --no-trunc` or inspect record, any file of either image
-  (`docker export` of a created container), the stack's logs (also those saved before `down`), or
-  any response body the suite received.
+  TLS private key, nor the two API keys (sent once more just before: served, refused for their
+  scope and with a wrong secret, over HTTP and HTTPS, all five in the API's log), in any
+  container's `docker inspect` record (environment included), the API's or the edge's image's
+  `docker history --no-trunc` or inspect record, any file of either image (`docker export` of a
+  created container), the stack's logs (also those saved before `down`), or any response body
+  the suite received.
 - **Exposure.** Published ports (`docker inspect`, `docker compose port`), the host's listening
   sockets (`/proc/net/tcp*`) and the `docker-proxy` processes for the stack's containers: only
   127.0.0.1:&lt;API port&gt; and 127.0.0.1:&lt;API TLS port&gt; (the edge) and

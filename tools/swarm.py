@@ -5,6 +5,8 @@
     python3 tools/swarm.py update  [--stack NAME] [--image REF]   (`make swarm-update`)
     python3 tools/swarm.py down    [--stack NAME] [--volumes]     (`make swarm-down`)
     python3 tools/swarm.py render  [--stack NAME]                 (what would be deployed)
+    python3 tools/swarm.py key --name N --scope read|write [--expires-in DAYS]   (`make swarm-key`)
+    python3 tools/swarm.py keys | revoke-key --name N           (`make swarm-keys`, `swarm-revoke-key`)
 
 `up` initialises a single-node swarm when the engine is in none (advertising
 127.0.0.1, its control port on loopback, published ports bound to
@@ -15,6 +17,8 @@ service runs its desired tasks, healthy. `update` does the same to an existing s
 reports whether the rolling update completed or was rolled back. `down`
 removes the stack with its secrets and configs (volumes only with --volumes)
 and leaves the swarm if this tool created it and no other service runs there.
+`key`, `keys` and `revoke-key` run `python -m app keys create|list|revoke` in a
+running API task on this node: `key` prints the new key alone on stdout.
 
 `docker stack deploy` reads only the old version-3 compose format, so the
 three files are merged by `docker compose config` and the result adapted
@@ -522,6 +526,9 @@ class Swarm:
               f"{self.env.get('TLS_CERT_FILE') or self.secrets_dir / 'tls.crt'})")
         print(f"pgAdmin:  http://{host}:{pgadmin_port}  (password in {self.secrets_dir}/pgadmin_password)")
         print(f"verify:   .venv/bin/python tools/verify_stack.py --swarm --stack {self.stack}")
+        print("\nEvery /items call needs an API key. Create one (it is shown once):")
+        print(f"  KEY=$(make -s swarm-key SWARM_STACK={self.stack} NAME=me SCOPE=write)")
+        print(f'  curl -H "Authorization: Bearer $KEY" http://{host}:{api_port}/items')
 
     def up(self) -> int:
         self.ensure_swarm()
@@ -558,6 +565,36 @@ class Swarm:
     def report(self, state: dict[str, dict]) -> None:
         for name, s in sorted(state.items()):
             print(f"  {name:<10} {s['running']}/{s['desired']}  {s['image']}")
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def api_task_container(self) -> str:
+        """A running, healthy API task's container on this node (the keys live in the database:
+        any task will do)."""
+        service = f"label=com.docker.swarm.service.name={self.stack}_{API_SERVICE}"
+        found = self.docker.lines("ps", "--quiet", "--filter", service, "--filter", "health=healthy")
+        if not found:
+            raise CannotRun(f"no healthy {API_SERVICE} task of stack {self.stack!r} runs on this node")
+        return found[0]
+
+    def keys(self, *action: str) -> int:
+        """`python -m app keys ACTION...` in an API task; its stdout and stderr are ours."""
+        return self.docker("exec", self.api_task_container(), "python", "-m", "app", "keys", *action,
+                           check=False, capture=False).returncode
+
+    def key(self) -> int:
+        if not self.args.name or not self.args.scope:
+            raise CannotRun("key needs --name and --scope read|write")
+        days = ("--expires-in", str(self.args.expires_in)) if self.args.expires_in else ()
+        return self.keys("create", "--name", self.args.name, "--scope", self.args.scope, *days)
+
+    def list_keys(self) -> int:
+        return self.keys("list")
+
+    def revoke_key(self) -> int:
+        if not self.args.name:
+            raise CannotRun("revoke-key needs --name")
+        return self.keys("revoke", self.args.name)
 
     # -- down -------------------------------------------------------------------------------
 
@@ -631,12 +668,15 @@ class Swarm:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("up", "update", "down", "render"))
+    p.add_argument("command", choices=("up", "update", "down", "render", "key", "keys", "revoke-key"))
     p.add_argument("--stack", default=os.environ.get("SWARM_STACK") or DEFAULT_STACK, help="stack name")
     p.add_argument("--image", help="deploy this API image (default: build it; API_IMAGE works too)")
     p.add_argument("--env-file", help="compose variables from this file instead of .env")
     p.add_argument("--volumes", action="store_true", help="down: remove the stack's volumes too")
     p.add_argument("--timeout", type=float, default=WAIT_SECONDS, help="seconds to wait for convergence")
+    p.add_argument("--name", help="key, revoke-key: the API key's name")
+    p.add_argument("--scope", choices=("read", "write"), help="key: what the key may do")
+    p.add_argument("--expires-in", type=int, metavar="DAYS", help="key: days until it expires")
     args = p.parse_args(argv)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", args.stack):
         p.error(f"invalid stack name {args.stack!r}")
@@ -651,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
             _, stack_file = swarm.render({API_SERVICE: args.image or ""})
             print(json.dumps(stack_file, indent=2))
             return 0
-        return getattr(swarm, args.command)()
+        command = {"keys": "list_keys", "revoke-key": "revoke_key"}.get(args.command, args.command)
+        return getattr(swarm, command)()
     except CannotRun as e:
         say(str(e))
         return 2

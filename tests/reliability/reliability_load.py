@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, Self
 
 import requests
-from reliability_support import PROBLEM, BodyScanner
+from reliability_support import PROBLEM, BodyScanner, bearer
 
 # Text the items carry, so that a row written in part would differ from what was sent.
 _ALPHABET = string.ascii_letters + string.digits + " .,-éß中😀"
@@ -70,14 +70,13 @@ def item_body(item: dict[str, Any]) -> bytes:
 
 
 class WriteLoad:
-    """`clients` threads POSTing unique items to `base_url` until stopped (bounded anyway)."""
+    """`clients` threads POSTing unique items to `base_url` with the write key `key` until stopped
+    (bounded anyway)."""
 
-    def __init__(self, base_url: str, bodies: BodyScanner, *, clients: int = 4, timeout: float = 10,
-                 pause: float = 0.01, max_seconds: float = 120, max_requests: int = 200_000,
-                 api_key: str = ""):
+    def __init__(self, base_url: str, key: str, bodies: BodyScanner, *, clients: int = 4, timeout: float = 10,
+                 pause: float = 0.01, max_seconds: float = 120, max_requests: int = 200_000):
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json",
-                        **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        self.headers = {"Content-Type": "application/json", **bearer(key)}
         self.bodies = bodies
         self.clients = clients
         self.timeout = timeout

@@ -192,11 +192,23 @@ class BodyScanner:
 
 
 def secret_values(stack) -> dict[str, str]:
-    """What must never leak, by name: the stack's generated secret values, and a line of the edge's
-    TLS private key (the second of its PEM body: key material, not the header every key shares)."""
+    """What must never leak, by name: the stack's generated secret values, a line of the edge's
+    TLS private key (the second of its PEM body: key material, not the header every key shares),
+    and the API keys the suite sends."""
     key = [line for line in (stack.tls_cert.parent / "tls.key").read_text().splitlines()
            if line and not line.startswith("-----")]
-    return {**stack.secrets, "tls_key": key[1]}
+    assert stack.api_key and stack.read_key, "the stack has no API keys to look for"
+    return {**stack.secrets, "tls_key": key[1], "api_key": stack.api_key, "read_key": stack.read_key}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header that carries an API key (every /items request needs one)."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def bearer_line(key: str) -> str:
+    """The same header as a line of a request written byte by byte."""
+    return f"Authorization: Bearer {key}\r\n"
 
 
 # Granian closes a keep-alive connection on which no request has come for its header-read timeout
@@ -205,9 +217,10 @@ def secret_values(stack) -> dict[str, str]:
 IDLE_REUSE = 5.0
 
 
-def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: str = ""):
-    """A `requests.Session` whose paths are relative to `base`, with a default timeout; every
-    response is scanned for secrets and counted in `tally` (by status, or "timeout"/"connection").
+def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: str = "", key: str = ""):
+    """A `requests.Session` whose paths are relative to `base`, with a default timeout, sending
+    the API key `key` (if any) on every request; every response is scanned for secrets and
+    counted in `tally` (by status, or "timeout"/"connection").
 
     Every request is sent once: no retries (urllib3 would resend an idempotent request after a
     dropped connection, and neither the tally nor the test would see the first failure). A
@@ -220,6 +233,8 @@ def recording_session(bodies: BodyScanner, tally: Counter | None = None, base: s
             super().__init__()
             self.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
             self.idle_since = time.monotonic()
+            if key:
+                self.headers.update(bearer(key))
 
         def request(self, method, url, *args, **kwargs):  # type: ignore[override]
             kwargs.setdefault("timeout", 10)
@@ -444,15 +459,22 @@ class Abuser:
     `edge` network: a client with an address of its own, which every client on this host is not
     (the edge sees them all at docker-proxy's). Used as a context manager; the container is
     removed on the way out, whatever happened. `lines` are the JSON lines it printed so far.
+    The stack's write key reaches the script as a mounted file (abuse_http.KEY_FILE), never as
+    an argument or an environment variable (`docker inspect` would show either).
     """
 
     def __init__(self, stack, script: str, *args: str):
         self.stack = stack
         self.name = f"{stack.project}-abuser-{uuid.uuid4().hex[:8]}"
+        key_file = stack.tls_cert.parent / "abuser_api_key"  # in the stack's 0700 secrets directory
+        if not key_file.exists():  # written once: abusers that run already read it
+            key_file.write_text(stack.api_key)
+            key_file.chmod(0o644)  # read by uid 65534 in the container
         self.command = [stack.docker.binary, "run", "--rm", "--name", self.name,
                         "--network", f"{stack.project}_edge", "--read-only", "--cap-drop", "ALL",
                         "--security-opt", "no-new-privileges=true", "--user", "65534:65534",
                         "--memory", "256m", "--pids-limit", "64", "--volume", f"{ABUSERS}:/abusers:ro",
+                        "--volume", f"{key_file}:/run/secrets/api_key:ro",
                         ABUSER_IMAGE, "python", "-u", f"/abusers/{script}", "edge", "8080", *args]
         self.lines: list[dict] = []
         self.errors = ""

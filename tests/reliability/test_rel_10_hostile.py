@@ -43,6 +43,7 @@ from reliability_support import (
     PROBLEM,
     ROOT,
     Results,
+    bearer_line,
     recording_session,
     scaled,
 )
@@ -51,7 +52,8 @@ T = 10  # seconds: the longest any single exchange may take
 MIB = 1024 * 1024
 TEN_MB = 10 * MIB
 # Header fields Granian reads (hyper's limit); the edge adds X-Forwarded-For, X-Forwarded-Proto and
-# X-Request-ID and does not forward Connection, so a client has 97 of them.
+# X-Request-ID and does not forward Connection, so a client has 97 of them (Host and Authorization
+# among them).
 GRANIAN_FIELDS = 100
 EDGE_ADDS = 3
 
@@ -98,7 +100,7 @@ def additions(results, tally, request):
 
 @pytest.fixture(scope="module")
 def api(stack, bodies, tally):
-    with recording_session(bodies, tally, stack.api_url) as session:
+    with recording_session(bodies, tally, stack.api_url, stack.api_key) as session:
         yield session
 
 
@@ -126,16 +128,20 @@ def unchanged(ops):
 
 
 class Exchange:
-    """One raw HTTP/1.1 exchange over a socket: exactly the bytes given go out."""
+    """One raw HTTP/1.1 exchange over a socket: the bytes given go out, with `Host: HOST` made the
+    edge's address and followed by the stack's write key."""
 
     def __init__(self, stack, bodies, tally):
         self.server = SimpleNamespace(url=stack.api_url)
         self.host = f"127.0.0.1:{urlsplit(stack.api_url).port}"
+        self.key = stack.api_key
         self.bodies, self.tally = bodies, tally
 
+    def fill(self, data: bytes) -> bytes:
+        return data.replace(b"Host: HOST\r\n", f"Host: {self.host}\r\n{bearer_line(self.key)}".encode(), 1)
+
     def __call__(self, request: bytes | str, *, body_chunks=(), timeout: float = T):
-        data = request.encode() if isinstance(request, str) else request
-        data = data.replace(b"Host: HOST", b"Host: " + self.host.encode())
+        data = self.fill(request.encode() if isinstance(request, str) else request)
         started = time.monotonic()
         received = raw_exchange(self.server, data, body_chunks=body_chunks, timeout=timeout)
         seconds = time.monotonic() - started
@@ -205,6 +211,7 @@ def test_curated_corpus_of_tests_hostile_input_against_the_container(stack, ops,
     """
     out, body_file = tmp_path / "plugin.json", tmp_path / "bodies.bin"
     env = {**os.environ, "TEST_API_URL": api_container_url(stack, ops),
+           "TEST_API_KEY": stack.api_key, "TEST_API_READ_KEY": stack.read_key,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
            "RELIABILITY_DOCKER": stack.docker.binary, "RELIABILITY_PG_CONTAINER": ops.container("postgres"),
            "RELIABILITY_PLUGIN_OUT": str(out), "RELIABILITY_BODY_FILE": str(body_file)}
@@ -406,8 +413,8 @@ def test_keepalive_after_a_413_to_a_chunked_body(stack, results, request):
     row = results.add({"scenario": "Hostile input: keep-alive after refusing a 2 MiB chunked body",
                        "test": request.node.nodeid, "requests": 2, "statuses": {}, "no_answer": {}})
     with socket.create_connection(("127.0.0.1", port), timeout=T) as sock:
-        sock.sendall(b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(f"POST /items HTTP/1.1\r\nHost: x\r\n{bearer_line(stack.api_key)}"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
         sender = threading.Thread(target=lambda: _send_quietly(sock, chunks), daemon=True)
         sender.start()
         received = b""
@@ -508,7 +515,7 @@ def _half_closed(raw: Exchange, request: bytes):
     """Send a request, then close our sending side: the body ends where the bytes end."""
     host, port = urlsplit(raw.server.url).hostname, urlsplit(raw.server.url).port
     with socket.create_connection((host, port), timeout=T) as sock:
-        sock.sendall(request.replace(b"HOST", raw.host.encode()))
+        sock.sendall(raw.fill(request))
         sock.shutdown(socket.SHUT_WR)
         received = read_to_close(sock, T)
     if not received:
@@ -531,19 +538,21 @@ def _junk(count: int) -> list[str]:
     return [f"X-Junk-{i}: x" for i in range(count)]
 
 
-# The most fields a client may send besides Host and Connection for Granian to read them all.
-MOST_FIELDS = GRANIAN_FIELDS - EDGE_ADDS - 1
+# The most fields a client may send besides Host, Authorization and Connection for Granian to read
+# them all.
+MOST_FIELDS = GRANIAN_FIELDS - EDGE_ADDS - 2
+OWN_FIELDS = 3  # Host, Authorization, Connection
 
 
 def test_additions_header_floods_are_refused(api, raw, unchanged, additions):
     failures = []
     status, _, data, _ = _get(raw, _junk(MOST_FIELDS))
     if status != 200:
-        failures.append(f"{MOST_FIELDS + 2} header fields: {status} {data[:200]!r}")
+        failures.append(f"{MOST_FIELDS + OWN_FIELDS} header fields: {status} {data[:200]!r}")
     # Past its four 8 KiB header buffers (or 8 KiB for one field) the edge refuses a request itself.
     for what, headers, target in (
-        ("1,002 header fields", _junk(1_000), "/items?limit=1"),
-        ("5,002 header fields", _junk(5_000), "/items?limit=1"),
+        ("1,003 header fields", _junk(1_000), "/items?limit=1"),
+        ("5,003 header fields", _junk(5_000), "/items?limit=1"),
         ("a 10 KB header value", ["X-Junk: " + "a" * 10_240], "/items?limit=1"),
         ("one header of 1 MiB", ["X-Big: " + "a" * MIB], "/items?limit=1"),
         ("450 KiB of headers", [f"X-Junk-{i}: " + "b" * 5000 for i in range(90)], "/items?limit=1"),
@@ -554,8 +563,8 @@ def test_additions_header_floods_are_refused(api, raw, unchanged, additions):
             failures.append(f"{what}: {problem}")
         elif seconds > T:
             failures.append(f"{what} took {seconds:.1f} s")
-    additions["header floods"] = (f"{MOST_FIELDS + 2} fields served; 1,002 and 5,002 fields, a 10 KB value, 1 MiB, "
-                                  "450 KiB and a 100 KB URL refused by the edge")
+    additions["header floods"] = (f"{MOST_FIELDS + OWN_FIELDS} fields served; 1,003 and 5,003 fields, a 10 KB "
+                                  "value, 1 MiB, 450 KiB and a 100 KB URL refused by the edge")
     assert not failures, "\n".join(failures)
     still_serves(api)
 
@@ -564,7 +573,7 @@ def test_more_header_fields_than_granian_reads_get_a_problem_document(raw, resul
     answers = {}
     for count in (MOST_FIELDS + 1, 500):
         status, headers, data, _ = _get(raw, _junk(count))
-        answers[count + 2] = (status, headers, data)
+        answers[count + OWN_FIELDS] = (status, headers, data)
     result = results.add({
         "scenario": "Hostile input through the edge: more header fields than Granian reads",
         "test": request.node.nodeid, "requests": len(answers), "no_answer": {},
@@ -573,9 +582,10 @@ def test_more_header_fields_than_granian_reads_get_a_problem_document(raw, resul
             "answers": "; ".join(f"{n} fields: {s}, {h.get('content-type', 'no Content-Type')}, {len(d)} bytes"
                                  for n, (s, h, d) in answers.items()),
             "finding": (
-                f"A request with {MOST_FIELDS + 3} header fields or more, in fewer bytes than the edge's four 8 KiB "
-                "header buffers take (500 short fields do), passes the edge's own limits; Granian, which reads at "
-                "most 100 fields (the edge adds X-Forwarded-For, X-Forwarded-Proto and X-Request-ID), answers 431 "
+                f"A request with {MOST_FIELDS + OWN_FIELDS + 1} header fields or more, in fewer bytes than the "
+                "edge's four 8 KiB header buffers take (500 short fields do), passes the edge's own limits; "
+                "Granian, which reads at most 100 fields (the edge adds X-Forwarded-For, X-Forwarded-Proto and "
+                "X-Request-ID), answers 431 "
                 "with an empty body, and the edge answers in its place with its 431 problem+json "
                 "(`proxy_intercept_errors` for the statuses the API never makes itself).")}})
     results.show(result)
@@ -594,12 +604,13 @@ def test_schemathesis_against_the_container(stack, bodies, row):
     har.unlink(missing_ok=True)
     examples = int(scaled(220))
     started = time.monotonic()
-    result = subprocess.run(
+    result = subprocess.run(  # the key in the environment: schemathesis.toml reads $API_KEY
         [st, "run", f"{stack.api_url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
          "--seed", str(seed), "--generation-database", "none", "--request-timeout", "10", "--no-color",
          "--report", "junit,har", "--report-dir", str(ARTIFACTS), "--report-har-path", str(har),
          "--report-junit-path", str(ARTIFACTS / "schemathesis.junit.xml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,  # from the root: schemathesis.toml
+        cwd=ROOT, env={**os.environ, "API_KEY": stack.api_key}, capture_output=True, text=True, timeout=900,
+        check=False,  # from the root: schemathesis.toml
     )
     summary = result.stdout[-6000:]
     generated = int(m.group(1)) if (m := re.search(r"(\d+) generated", summary)) else 0

@@ -24,28 +24,29 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from rawhttp import parse_raw, read_to_close
-from reliability_support import PROBLEM, Results
+from reliability_support import PROBLEM, Results, bearer_line
 
 T = 10  # seconds: the longest one exchange may take
 
 
-def _hidden(mark: str, n: int) -> bytes:
-    return (f"GET /items/smuggled-{mark}-{n} HTTP/1.1\r\nHost: x\r\nX-Request-ID: smuggled-{mark}-{n}\r\n"
-            f"\r\n").encode()
+def _hidden(mark: str, n: int, key: str) -> bytes:
+    return (f"GET /items/smuggled-{mark}-{n} HTTP/1.1\r\nHost: x\r\n{bearer_line(key)}"
+            f"X-Request-ID: smuggled-{mark}-{n}\r\n\r\n").encode()
 
 
-def probes(mark: str) -> dict[str, tuple[bytes, set[int]]]:
-    """What each probe sends (its headers, with the hidden request in its body), and the statuses
-    allowed for it. Probe n carries X-Request-ID probe-<mark>-<n>."""
+def probes(mark: str, key: str) -> dict[str, tuple[bytes, set[int]]]:
+    """What each probe sends (its headers and a valid key, with the hidden request, which has one
+    too, in its body), and the statuses allowed for it. Probe n carries X-Request-ID
+    probe-<mark>-<n>."""
     def message(n: int, headers: str, body: bytes) -> bytes:
-        return (f"POST /items HTTP/1.1\r\nHost: x\r\nX-Request-ID: probe-{mark}-{n}\r\n"
+        return (f"POST /items HTTP/1.1\r\nHost: x\r\n{bearer_line(key)}X-Request-ID: probe-{mark}-{n}\r\n"
                 f"Content-Type: application/json\r\n{headers}\r\n").encode() + body
 
     def chunked(n: int) -> bytes:  # a whole chunked body, then the hidden request
-        return b"0\r\n\r\n" + _hidden(mark, n)
+        return b"0\r\n\r\n" + _hidden(mark, n, key)
 
     def in_chunk(n: int) -> bytes:  # the hidden request inside a chunk
-        return b"%x\r\n%s\r\n0\r\n\r\n" % (len(_hidden(mark, n)), _hidden(mark, n))
+        return b"%x\r\n%s\r\n0\r\n\r\n" % (len(_hidden(mark, n, key)), _hidden(mark, n, key))
 
     def length(n: int) -> int:
         return len(chunked(n))
@@ -111,7 +112,7 @@ def refusal(answered: list, allowed: set[int]) -> str | None:
 def test_ambiguous_framing_is_refused_at_the_edge_and_never_reaches_the_api(stack, ops, bodies, row):
     mark = uuid.uuid4().hex[:12]
     since = f"{time.time() - 1:.3f}"
-    sent = probes(mark)
+    sent = probes(mark, stack.api_key)
     failures, statuses = [], Counter()
     for what, (data, allowed) in sent.items():
         answered = answers(exchange(stack.api_url, data))
@@ -120,9 +121,11 @@ def test_ambiguous_framing_is_refused_at_the_edge_and_never_reaches_the_api(stac
             bodies.record(body, f"smuggling probe {what}")
         if problem := refusal(answered, allowed):
             failures.append(f"{what}: {problem}")
-    control_body = b'{"name": "x", "price": "' + _hidden(mark, 99).replace(b"\r\n", b" ") + b'"}'
+    hidden = _hidden(mark, 99, stack.api_key).replace(b"\r\n", b" ")
+    control_body = b'{"name": "x", "price": "' + hidden + b'"}'
     control = answers(exchange(stack.api_url, (
-        f"POST /items HTTP/1.1\r\nHost: x\r\nX-Request-ID: control-{mark}\r\nContent-Type: application/json\r\n"
+        f"POST /items HTTP/1.1\r\nHost: x\r\n{bearer_line(stack.api_key)}X-Request-ID: control-{mark}\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(control_body)}\r\nConnection: close\r\n\r\n").encode() + control_body))
     statuses.update(str(a[0]) for a in control)
 

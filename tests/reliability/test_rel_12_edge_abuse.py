@@ -59,8 +59,8 @@ def limits(ops) -> EdgeLimits:
 
 @pytest.fixture(scope="module")
 def other(stack, bodies):
-    """The well-behaved client, on the host: a session of its own (keep-alive)."""
-    with recording_session(bodies, base=stack.api_url) as session:
+    """The well-behaved client, on the host: a session of its own (keep-alive), with a key."""
+    with recording_session(bodies, base=stack.api_url, key=stack.api_key) as session:
         yield session
 
 

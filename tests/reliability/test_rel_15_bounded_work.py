@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import requests
 from rawhttp import h2_partial_posts
-from reliability_support import PROBLEM, Results, cgroup_anonymous_memory, cgroup_memory_file, scaled
+from reliability_support import PROBLEM, Results, bearer, cgroup_anonymous_memory, cgroup_memory_file, scaled
 
 MIB = 1024 * 1024
 
@@ -40,8 +40,10 @@ def worst_case_bodies(limit: int) -> dict[str, bytes]:
     }
 
 
-def _hammer(url: str, bodies: dict[str, bytes], until: float, tally: Counter, failures: list) -> None:
+def _hammer(url: str, key: str, bodies: dict[str, bytes], until: float, tally: Counter,
+            failures: list) -> None:
     with requests.Session() as session:
+        session.headers.update(bearer(key))  # a valid key: the API parses what it is sent
         while time.monotonic() < until:
             for what, body in bodies.items():
                 try:
@@ -76,7 +78,8 @@ def test_worst_case_bodies_from_every_thread_are_refused_within_memory(stack, op
     bodies = worst_case_bodies(int(ops.setting("MAX_BODY_BYTES", "65536")))
     until = time.monotonic() + scaled(10)
     tally, failures, live, memory = Counter(), [], [], []
-    threads = [threading.Thread(target=_hammer, args=(stack.api_url, bodies, until, tally, failures))
+    threads = [threading.Thread(target=_hammer,
+                                args=(stack.api_url, stack.api_key, bodies, until, tally, failures))
                for _ in range(clients)]
     threads.append(threading.Thread(target=_watch, args=(
         stack.api_url, cgroup_memory_file(before["Id"]), until, live, memory)))
@@ -109,10 +112,11 @@ def test_worst_case_bodies_from_every_thread_are_refused_within_memory(stack, op
 def test_dropped_http2_streams_neither_leak_nor_stop_the_api(stack, ops, row):
     before = ops.inspect("flask-api")
     server = SimpleNamespace(url=stack.api_url)
-    answers = [h2_partial_posts(server, streams=4) for _ in range(int(scaled(5, 5)))]
+    answers = [h2_partial_posts(server, streams=4, key=stack.api_key) for _ in range(int(scaled(5, 5)))]
     spoken = [a for a in answers if len(a) >= 9 and a[3] == 0x4]
     started = time.monotonic()
-    statuses = Counter(requests.get(stack.api_url + path, timeout=5).status_code
+    statuses = Counter(requests.get(stack.api_url + path, timeout=5,
+                                    headers=bearer(stack.read_key)).status_code
                        for path in ("/health/live", "/items?limit=1", "/health") for _ in range(5))
     slowest = time.monotonic() - started
     after = ops.inspect("flask-api")
@@ -137,10 +141,12 @@ def test_dropped_http2_streams_over_tls_never_reach_the_api(stack, ops, row):
     tls.set_alpn_protocols(["h2"])
     server = SimpleNamespace(url=stack.api_tls_url)
     since = f"{time.time() - 1:.3f}"
-    answers = [h2_partial_posts(server, streams=4, tls=tls) for _ in range(int(scaled(5, 5)))]
+    answers = [h2_partial_posts(server, streams=4, tls=tls, key=stack.api_key)
+               for _ in range(int(scaled(5, 5)))]
     spoken = [a for a in answers if len(a) >= 9 and a[3] == 0x4]
     started = time.monotonic()
-    statuses = Counter(requests.get(stack.api_tls_url + path, timeout=5, verify=str(stack.tls_cert)).status_code
+    statuses = Counter(requests.get(stack.api_tls_url + path, timeout=5, verify=str(stack.tls_cert),
+                                    headers=bearer(stack.read_key)).status_code
                        for path in ("/health/live", "/items?limit=1", "/health") for _ in range(5))
     slowest = time.monotonic() - started
     posts = [line for line in ops.request_log(since) if line.get("method") == "POST"]

@@ -19,7 +19,7 @@ import uuid
 from urllib.parse import urlsplit
 
 from reliability_load import keepalive_load
-from reliability_support import Results, cgroup_memory_file, scaled
+from reliability_support import Results, bearer_line, cgroup_memory_file, scaled
 from reliability_verdicts import judge_keepalive
 
 CONNECTIONS = 256
@@ -34,13 +34,15 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
     port = urlsplit(stack.api_url).port
     prefix = f"relconn-{uuid.uuid4().hex[:10]}-"
     host = f"127.0.0.1:{port}"
-    listing = (f"GET /items?limit=100&sort=-price HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+    listing = (f"GET /items?limit=100&sort=-price HTTP/1.1\r\nHost: {host}\r\n"
+               f"{bearer_line(stack.read_key)}\r\n").encode()
 
     def make_request(index: int, n: int) -> bytes:
         if n % 4:
             return listing
         body = json.dumps({"name": f"{prefix}{index}-{n}", "price": 1.5, "quantity": n}).encode()
-        return (f"POST /items HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        return (f"POST /items HTTP/1.1\r\nHost: {host}\r\n{bearer_line(stack.api_key)}"
+                "Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
     samples: list[int] = []

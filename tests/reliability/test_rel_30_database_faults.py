@@ -131,7 +131,7 @@ def _outages_under_writes(stack, ops, bodies, name: str, *, fault: str, hold: fl
     pool_timeout = _settings(ops)[0]
     api_before = ops.inspect("flask-api")
     outages: list[Outage] = []
-    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT,
+    load = WriteLoad(stack.api_url, stack.api_key, bodies, clients=clients, timeout=CLIENT_TIMEOUT,
                      max_seconds=(120 + hold) * cycles)
     try:
         with load:

@@ -43,7 +43,8 @@ CLIENT_TIMEOUT = 10
 def test_api_sigkill_under_sustained_writes(stack, ops, bodies, row):
     before = ops.inspect("flask-api")
     clients = int(scaled(4, 4))
-    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT, max_seconds=180)
+    load = WriteLoad(stack.api_url, stack.api_key, bodies, clients=clients, timeout=CLIENT_TIMEOUT,
+                     max_seconds=180)
     with load:
         load.wait_acks(20, timeout=30)
         killed, killed_at = time.monotonic(), time.time()
@@ -101,7 +102,8 @@ def test_compose_stop_api_under_sustained_writes(stack, ops, bodies, row, result
     grace = before["Config"].get("StopTimeout") or 10
     # More clients than the API has threads, without pauses: requests are always in flight or queued.
     clients = min(16, int(scaled(8, 8)))
-    load = WriteLoad(stack.api_url, bodies, clients=clients, timeout=CLIENT_TIMEOUT, pause=0, max_seconds=180)
+    load = WriteLoad(stack.api_url, stack.api_key, bodies, clients=clients, timeout=CLIENT_TIMEOUT, pause=0,
+                     max_seconds=180)
     try:
         with load:
             load.wait_acks(20, timeout=30)

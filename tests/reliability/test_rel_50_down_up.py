@@ -62,7 +62,7 @@ class PgAdmin:
 
 def test_down_then_up_keeps_every_item_and_pgadmin_configuration(stack, ops, bodies, row):
     tally: Counter = Counter()
-    api = recording_session(bodies, tally, stack.api_url)
+    api = recording_session(bodies, tally, stack.api_url, stack.api_key)  # the key outlives `down` too
     prefix = f"reldown-{uuid.uuid4().hex[:10]}-"
     created = []
     for n in range(int(scaled(50))):

@@ -59,7 +59,7 @@ def base_backup(stack, timeout: float = 180) -> None:
 def test_drill_1_data_volume_destroyed_while_writers_run(stack, ops, bodies, row):
     base_backup(stack)  # the backup service streams before the drill starts
     volume = next(m["Name"] for m in ops.inspect("postgres")["Mounts"] if m["Destination"] == "/var/lib/postgresql")
-    with WriteLoad(stack.api_url, bodies, clients=2, max_seconds=600, api_key=stack.api_key) as load:
+    with WriteLoad(stack.api_url, stack.api_key, bodies, clients=2, max_seconds=600) as load:
         load.wait_acks(int(scaled(50)))
         during_backup = time.monotonic()
         base_backup(stack)

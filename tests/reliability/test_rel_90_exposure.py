@@ -1,11 +1,12 @@
 """Secrets and exposure, after everything else has run (this module comes last).
 
-Secrets: none of the stack's generated secret values, nor the edge's TLS private key, may appear in
-any container's environment or `docker inspect` record, in `docker history --no-trunc` of the API
-or the edge image or their inspect records, anywhere in their filesystems (`docker export` of a
-container created from each, every file read), in the stack's logs (now, and as saved before
-`down`), or in any response body the suite received (scanned as they arrived, plus the files the
-subprocesses recorded).
+Secrets: none of the stack's generated secret values, nor the edge's TLS private key, nor the API
+keys the suite sent (used once more here, accepted and refused, over HTTP and HTTPS, so that this
+module run alone has had them in flight too), may appear in any container's environment or
+`docker inspect` record, in `docker history --no-trunc` of the API or the edge image or their
+inspect records, anywhere in their filesystems (`docker export` of a container created from each,
+every file read), in the stack's logs (now, and as saved before `down`), or in any response body
+the suite received (scanned as they arrived, plus the files the subprocesses recorded).
 
 Exposure: from the host, the stack listens on 127.0.0.1 only: the edge's HTTP and HTTPS ports and
 pgAdmin's, nothing else; the API and PostgreSQL publish nothing. PostgreSQL sits on the internal
@@ -23,7 +24,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reliability_support import ARTIFACTS, Results, secret_values
+import requests
+from reliability_support import ARTIFACTS, Results, bearer, secret_values
 
 SERVICES = ("edge", "flask-api", "postgres", "pgadmin")
 # The container port `docker compose port` is asked about, per service.
@@ -59,7 +61,25 @@ def _scan_image_filesystem(stack, image: str, needles: dict[str, bytes]) -> tupl
     return files, size, hits
 
 
+def _use_the_keys(stack, ops, bodies) -> int:
+    """Each API key sent as clients send them: served, refused for its scope, and mistyped; the
+    number of these requests the API logged (all of them, or the log scan would prove nothing)."""
+    since, mark = f"{time.time() - 1:.3f}", f"keys-{uuid.uuid4().hex}"
+    sent = [("GET", stack.api_url, stack.read_key, 200), ("GET", stack.api_tls_url, stack.api_key, 200),
+            ("POST", stack.api_tls_url, stack.read_key, 403), ("POST", stack.api_url, stack.api_key, 422),
+            ("GET", stack.api_url, stack.read_key[:-1] + ("A" if stack.read_key[-1] != "A" else "B"), 401)]
+    for n, (method, url, key, expected) in enumerate(sent):
+        r = requests.request(method, url + "/items", json={} if method == "POST" else None, timeout=10,
+                             verify=str(stack.tls_cert),
+                             headers={**bearer(key), "X-Request-ID": f"{mark}-{n}"})
+        bodies.record(r.content, f"{method} /items with an API key")
+        assert r.status_code == expected, (method, url, r.status_code, r.text[:200])
+    time.sleep(0.5)  # the last lines reach `docker logs`
+    return sum(mark in line.get("request_id", "") for line in ops.request_log(since))
+
+
 def test_no_secret_value_leaks_anywhere(stack, ops, bodies, row):
+    logged = _use_the_keys(stack, ops, bodies)
     needles = {name: value.encode() for name, value in secret_values(stack).items()}
     hits: list[str] = []
     scanned: dict[str, str] = {}
@@ -87,7 +107,8 @@ def test_no_secret_value_leaks_anywhere(stack, ops, bodies, row):
     saved = sorted(ARTIFACTS.glob("stack-logs-*.txt"))
     for path in saved:
         scan(path.read_bytes(), path.name)
-    scanned["logs"] = f"{len(logs.splitlines())} lines now, {len(saved)} saved before `down`"
+    scanned["logs"] = (f"{len(logs.splitlines())} lines now ({logged} requests with keys just now), "
+                       f"{len(saved)} saved before `down`")
 
     hits += bodies.hits
     scanned["response bodies"] = f"{bodies.count} scanned as received, {bodies.bytes / 2**20:.1f} MiB in all"
@@ -97,6 +118,7 @@ def test_no_secret_value_leaks_anywhere(stack, ops, bodies, row):
                  "secret values found": len(hits)})
     Results.show(result)
     assert bodies.count > 0, "no response body was scanned"
+    assert logged == 5, f"the API logged {logged} of the 5 requests sent with keys"
     assert not hits, hits
 
 

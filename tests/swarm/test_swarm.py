@@ -1,4 +1,5 @@
-"""The stack on Docker Swarm, deployed by tools/swarm.py as `make swarm-up` does (fixture `swarm`).
+"""The stack on Docker Swarm, deployed by tools/swarm.py as `make swarm-up` does (fixture `swarm`),
+with images of this checkout built under tags of the run's own.
 
 One single-node swarm for the module: initialised by the tool when the engine
 is in none (and left again at the end, also after a failure), or an existing
@@ -6,9 +7,13 @@ one, which is then left as it was. The stack runs under its own name
 (`items-swarm-e2e`, or $E2E_SWARM_STACK) on free ports with its own secrets, so
 it runs beside a user's stacks; leftovers of an earlier run are removed first.
 
+Once up, the fixture makes a write and a read API key inside an API task (`swarm.py
+key`, as `make swarm-key` does); every client below sends one.
+
 The tests, in order: the API contract through the edge (nginx) on 127.0.0.1,
 and HTTPS with HTTP/2 on its TLS port; cursors, ETags and request ids whichever
-replica answers; the verifier on the deployed stack; a crashed task replaced
+replica answers; a revoked key refused by every replica within 5 s; the
+verifier on the deployed stack; a crashed task replaced
 while requests go on; a wedged task replaced; a rolling update under load; a
 broken image rolled back; the verifier on a weakened stack; and last, `down`
 removes everything and leaves the swarm.
@@ -67,6 +72,8 @@ class SwarmStack:
     pgadmin_port: int
     created_swarm: bool = False
     images: list[str] = field(default_factory=list)  # tags the tests made, removed at the end
+    api_key: str = ""  # made once the stack is up (write, and read)
+    read_key: str = ""
 
     @property
     def api_url(self) -> str:
@@ -80,6 +87,15 @@ class SwarmStack:
             raise AssertionError(f"swarm.py {' '.join(args)} exited {r.returncode}\n{r.stdout[-3000:]}\n"
                                  f"{r.stderr[-5000:]}")
         return r
+
+    def create_key(self, name: str, scope: str) -> str:
+        """A new API key, made in an API task (`make swarm-key`): only the tool's stdout holds it."""
+        key = self.tool("key", "--name", name, "--scope", scope).stdout.strip()
+        assert key.startswith("itm_") and "\n" not in key, "`swarm.py key` printed more than a key"
+        return key
+
+    def task_container(self, task: dict) -> str:
+        return task["Status"]["ContainerStatus"]["ContainerID"]
 
     def verify(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--stack", self.name,
@@ -132,6 +148,19 @@ class SwarmStack:
         return self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
 
 
+def own_images(docker: Docker, env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """This checkout's API and edge images, built as `make build` does under tags of this run's
+    own (API_IMAGE, EDGE_IMAGE for swarm.py): items-api:local and items-edge:local are shared
+    by every checkout on the engine, and another build may retag them between ours and the deploy."""
+    tag = f"e2e-{uuid.uuid4().hex[:8]}"
+    override = tmp / "images.yaml"
+    override.write_text(f"services:\n  flask-api:\n    image: items-api:{tag}\n"
+                        f"  edge:\n    image: items-edge:{tag}\n")
+    files = [a for f in (ROOT / "compose.yaml", ROOT / "compose.prod.yaml", override) for a in ("-f", str(f))]
+    docker("compose", *files, "build", "flask-api", "edge", env=env, timeout=900)
+    return {"API_IMAGE": f"items-api:{tag}", "EDGE_IMAGE": f"items-edge:{tag}"}
+
+
 @pytest.fixture(scope="module")
 def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmStack]:
     tmp = tmp_path_factory.mktemp("swarm")
@@ -151,11 +180,14 @@ def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         env.pop(name, None)
     if ca_bundle is not None:
         env["EXTRA_CA_BUNDLE"] = str(ca_bundle)
+    images = own_images(docker, env, tmp)
+    env.update(images)
     s = SwarmStack(docker, os.environ.get("E2E_SWARM_STACK", "items-swarm-e2e"), env, env_file, api_port,
                    api_tls_port, secrets_dir / "tls.crt", pgadmin_port)
     if s.swarm_state() == "active":
         s.tool("down", "--volumes", check=False)  # leftovers of an earlier run; leaves a swarm it made
     s.created_swarm = s.swarm_state() != "active"
+    s.images += images.values()
     try:
         started = time.monotonic()
         r = s.tool("up", timeout=900)
@@ -163,6 +195,7 @@ def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
               f"(API {s.api_url}, swarm {'created' if s.created_swarm else 'existing'})\n{r.stdout}")
         # The drills change the API only: later runs of the tool keep the edge as deployed.
         s.env["EDGE_IMAGE"] = s.service(EDGE)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        s.api_key, s.read_key = s.create_key("e2e", "write"), s.create_key("e2e-read", "read")
         yield s
     finally:
         s.tool("down", "--volumes", check=False)
@@ -174,7 +207,8 @@ def swarm(docker, ca_bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 class Load:
-    """Steady requests from threads, each on a new connection; every outcome is recorded.
+    """Steady requests from threads, each on a new connection, with the API key `key`; every
+    outcome is recorded.
 
     GETs of `path` (200 expected), and with `writers` that many threads that
     POST new items (201 expected). No retry by the client, except with
@@ -182,9 +216,10 @@ class Load:
     would do with an idempotent request (see the crash test).
     """
 
-    def __init__(self, port: int, path: str, threads: int = 2, writers: int = 0, pause: float = 0.1,
+    def __init__(self, port: int, key: str, path: str, threads: int = 2, writers: int = 0, pause: float = 0.1,
                  retry_502: bool = False):
         self.port, self.path, self.pause, self.retry = port, path, pause, retry_502
+        self.authorization = f"Bearer {key}"
         self.ok = 0
         self.writes = 0
         self.failures: list[str] = []
@@ -196,13 +231,13 @@ class Load:
 
     def once(self, write: bool) -> int:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = {"Connection": "close", "Authorization": self.authorization}
         try:
             if write:
                 body = json.dumps({"name": f"load-{uuid.uuid4().hex[:12]}", "price": 1.0, "quantity": 1})
-                c.request("POST", "/items", body=body,
-                          headers={"Connection": "close", "Content-Type": "application/json"})
+                c.request("POST", "/items", body=body, headers={**headers, "Content-Type": "application/json"})
             else:
-                c.request("GET", self.path, headers={"Connection": "close"})
+                c.request("GET", self.path, headers=headers)
             r = c.getresponse()
             r.read()
             return r.status
@@ -242,14 +277,14 @@ class Load:
             t.join(timeout=30)
 
 
-def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
-    """One request on its own connection: (status, headers, json body)."""
+def request(url: str, key: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
+    """One request on its own connection, with the API key `key`: (status, headers, json body)."""
     parts = url.removeprefix("http://").split("/", 1)
     host, port = parts[0].split(":")
     c = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         data = json.dumps(body).encode() if body is not None else None
-        h = {"Connection": "close", **(headers or {})}
+        h = {"Connection": "close", "Authorization": f"Bearer {key}", **(headers or {})}
         if data:
             h["Content-Type"] = "application/json"
         c.request(method, "/" + parts[1], body=data, headers=h)
@@ -316,7 +351,9 @@ def task_of_request(stack: SwarmStack, request_ids: set[str], seconds: float = 3
 def test_api_contract_through_the_edge(swarm) -> None:
     """The HTTP contract tests of tests/api/test_items.py, against the swarm's entry point on 127.0.0.1."""
     r = subprocess.run([sys.executable, "-m", "pytest", "tests/api/test_items.py", "-q", "-p",
-                        "no:cacheprovider"], cwd=ROOT, env={**os.environ, "TEST_API_URL": swarm.api_url},
+                        "no:cacheprovider"], cwd=ROOT, env={**os.environ, "TEST_API_URL": swarm.api_url,
+                                                            "TEST_API_KEY": swarm.api_key,
+                                                            "TEST_API_READ_KEY": swarm.read_key},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], r.stdout[-500:]
@@ -350,13 +387,13 @@ def test_cursors_etags_and_request_ids_work_on_any_replica(swarm) -> None:
         return {"X-Request-ID": ids[-1]}
 
     for i in range(6):
-        status, headers, _ = request(f"{swarm.api_url}/items", "POST",
+        status, headers, _ = request(f"{swarm.api_url}/items", swarm.api_key, "POST",
                                      {"name": f"swarm-{tag}-{i}", "price": 1.5 + i, "quantity": i}, rid())
         assert status == 201 and headers["x-request-id"] == ids[-1]
     query = f"{swarm.api_url}/items?name_contains=swarm-{tag}&limit=2&sort=name"
     names, url, pages = [], query, []
     while url:
-        status, headers, page = request(url, headers=rid())
+        status, headers, page = request(url, swarm.read_key, headers=rid())
         assert status == 200, page
         pages.append(ids[-1])
         names += [item["name"] for item in page["items"]]
@@ -364,15 +401,16 @@ def test_cursors_etags_and_request_ids_work_on_any_replica(swarm) -> None:
         url = f"{query}&cursor={quote(cursor)}" if cursor else ""
     assert names == [f"swarm-{tag}-{i}" for i in range(6)]
 
-    status, headers, item = request(f"{swarm.api_url}/items?name_contains=swarm-{tag}-0", headers=rid())
+    status, headers, item = request(f"{swarm.api_url}/items?name_contains=swarm-{tag}-0", swarm.read_key,
+                                    headers=rid())
     location = f"{swarm.api_url}/items/{item['items'][0]['id']}"
-    status, headers, _ = request(location, headers=rid())
+    status, headers, _ = request(location, swarm.read_key, headers=rid())
     etag = headers["etag"]
-    status, _, _ = request(location, "PATCH", {"quantity": 40}, {"If-Match": etag, **rid()})
+    status, _, _ = request(location, swarm.api_key, "PATCH", {"quantity": 40}, {"If-Match": etag, **rid()})
     assert status == 200
-    status, _, _ = request(location, "PATCH", {"quantity": 41}, {"If-Match": etag, **rid()})
+    status, _, _ = request(location, swarm.api_key, "PATCH", {"quantity": 41}, {"If-Match": etag, **rid()})
     assert status == 412  # the old ETag, refused by whichever task answers
-    status, headers, _ = request(location, headers={"If-None-Match": f'W/{etag}', **rid()})
+    status, headers, _ = request(location, swarm.read_key, headers={"If-None-Match": f'W/{etag}', **rid()})
     assert status == 200  # the item moved on
 
     served = task_of_request(swarm, set(ids))
@@ -380,6 +418,76 @@ def test_cursors_etags_and_request_ids_work_on_any_replica(swarm) -> None:
     assert len(set(served.values())) == 3, f"not every replica answered: {sorted(set(served.values()))}"
     # a page was fetched from another task than the one that signed its cursor
     assert any(served[a] != served[b] for a, b in itertools.pairwise(pages)), served
+
+
+REVOCATION_WINDOW = 5.0  # seconds: the issue's bound, on every worker of every replica
+POLLER = (Path(__file__).parent / "key_poller.py").read_text()
+
+
+class KeyPoller:
+    """tests/swarm/key_poller.py in one API task (`docker exec -i`): the task's own answers to a
+    key, on 127.0.0.1 inside it, past the edge; the key goes in on stdin."""
+
+    def __init__(self, stack: SwarmStack, task: dict, key: str):
+        self.task = task["ID"]
+        self.proc = subprocess.Popen([stack.docker.binary, "exec", "-i", stack.task_container(task), "python",
+                                      "-c", POLLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=stack.env)
+        self.proc.stdin.write(key + "\n")
+        self.proc.stdin.flush()
+        self.answers: list[tuple[float, int | None]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            answer = json.loads(line)
+            self.answers.append((answer["at"], answer["status"]))
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        self.reader.join(10)
+
+
+def revoked_at(stack: SwarmStack, name: str) -> float:
+    """When the database says the key was revoked (epoch seconds, the host's clock)."""
+    task = stack.tasks(POSTGRES)[0]
+    query = f"SELECT extract(epoch FROM revoked_at) FROM app.api_keys WHERE name = '{name}'"
+    out = stack.docker("exec", stack.task_container(task), "psql", "-U", "postgres", "-d", "appdb", "-tAc",
+                       query).stdout
+    return float(out.strip())
+
+
+def test_a_revoked_key_stops_working_within_5_s_on_every_replica(swarm) -> None:
+    """Each task caches the keys it verified (app/auth.py): after `revoke-key`, every task, asked
+    directly and on new connections all along, refuses the key (401) within 5 s, and not one
+    accepts it afterwards."""
+    name = f"e2e-revoked-{uuid.uuid4().hex[:8]}"
+    key = swarm.create_key(name, "read")
+    tasks = swarm.tasks(API)
+    assert len(tasks) == 3
+    pollers = [KeyPoller(swarm, task, key) for task in tasks]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(sum(status == 200 for _, status in p.answers) >= 10 for p in pollers):
+            assert time.monotonic() < deadline, {p.task: p.answers[-3:] for p in pollers}
+            time.sleep(0.2)
+        swarm.tool("revoke-key", "--name", name)
+        revoked = revoked_at(swarm, name)
+        time.sleep(max(0.0, revoked + REVOCATION_WINDOW + 3 - time.time()))
+    finally:
+        for p in pollers:
+            p.stop()
+    for p in pollers:
+        before = [status for at, status in p.answers if at < revoked]
+        after = [status for at, status in p.answers if at >= revoked + REVOCATION_WINDOW]
+        refused = next((at for at, status in p.answers if at >= revoked and status == 401), None)
+        print(f"\n[e2e] task {p.task[:12]}: {len(before)} answers before the revocation, first 401 "
+              f"{refused - revoked if refused else float('nan'):.2f} s after it, {len(after)} answers "
+              "from 5 s on")
+        assert set(before) == {200}, (p.task, sorted(set(before), key=str))
+        assert len(after) >= 20 and set(after) == {401}, (p.task, sorted(set(after), key=str))
 
 
 def test_verifier_passes_the_deployed_stack(swarm) -> None:
@@ -414,7 +522,7 @@ def test_killed_task_is_replaced_while_requests_succeed(swarm) -> None:
     container = swarm.docker.inspect(victim["Status"]["ContainerStatus"]["ContainerID"])
     pid = container["State"]["Pid"]
     since = time.time()
-    with Load(swarm.api_port, "/health", retry_502=True) as load:
+    with Load(swarm.api_port, swarm.read_key, "/items?limit=1", retry_502=True) as load:
         time.sleep(2)
         os.kill(pid, 9)
         killed_at = time.monotonic()
@@ -474,7 +582,7 @@ def test_rolling_update_under_load(swarm) -> None:
     new_ref = swarm.derived_image(f"e2e-next-{uuid.uuid4().hex[:8]}")
     new_id = swarm.image_id(new_ref)
     since = time.time()
-    with Load(swarm.api_port, "/health", writers=1) as load:
+    with Load(swarm.api_port, swarm.api_key, "/items?limit=1", writers=1) as load:
         started = time.monotonic()
         r = swarm.tool("update", "--image", new_ref)
         took = time.monotonic() - started
@@ -499,7 +607,7 @@ def test_broken_image_is_rolled_back(swarm) -> None:
     good = swarm.service(API)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     good_tasks = {t["ID"] for t in swarm.tasks(API)}
     broken = swarm.derived_image(f"e2e-broken-{uuid.uuid4().hex[:8]}", BROKEN_HEALTHCHECK)
-    with Load(swarm.api_port, "/health") as load:
+    with Load(swarm.api_port, swarm.read_key, "/items?limit=1") as load:
         r = swarm.tool("update", "--image", broken, check=False)
     assert r.returncode == 1, r.stderr
     assert "rolled back" in r.stderr or "rollback_completed" in r.stderr, r.stderr

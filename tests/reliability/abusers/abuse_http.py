@@ -3,7 +3,9 @@
 The scripts in this folder run inside throwaway containers on the stack's `edge` network, so
 that the edge sees them at an address of their own (every client on the test host reaches the
 edge through one docker-proxy address). Standard library only: the container is the plain
-Python image, with this folder mounted read-only. They talk to the edge only.
+Python image, with this folder mounted read-only. They talk to the edge only. Their requests
+to /items carry the stack's write key, read from a file the test mounts (`KEY_FILE`): a key is
+never an argument or an environment variable of a container (`docker inspect` shows both).
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 PROBLEM = "application/problem+json"
+KEY_FILE = "/run/secrets/api_key"
+
+
+def authorization() -> str:
+    """The header line that sends the mounted API key."""
+    with open(KEY_FILE) as f:
+        return f"Authorization: Bearer {f.read().strip()}\r\n"
 
 
 @dataclass

@@ -6,7 +6,7 @@ requests open at once.
 Three phases, one after the other:
 - reads: --connections keep-alive connections send `GET /health/live` back to back for
   --seconds;
-- writes: the same with `POST /items` and an empty object (the API refuses it with 422, so
+- writes: the same with `POST /items`, the write key and an empty object (the API refuses it with 422, so
   nothing is stored; the edge counts it as a write all the same);
 - held: --held connections, one every --pace seconds (slower than the write rate, so that no
   write is refused for its rate), each send the headers of a `POST /items` and part of its body;
@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections import Counter
 
-from abuse_http import answer_in, arguments, read_answer, report, wait_for_close
+from abuse_http import answer_in, arguments, authorization, read_answer, report, wait_for_close
 
 
 async def _hammer(args, request: bytes, until: float, statuses: Counter, improper: list) -> None:
@@ -63,7 +63,8 @@ async def flood(args, phase: str, request: bytes) -> None:
 async def _held(args, delay: float, until: float, statuses: Counter, improper: list) -> None:
     await asyncio.sleep(delay)
     reader, writer = await asyncio.open_connection(args.host, args.port)
-    writer.write(f"POST /items HTTP/1.1\r\nHost: {args.host}\r\nContent-Type: application/json\r\n"
+    writer.write(f"POST /items HTTP/1.1\r\nHost: {args.host}\r\n{authorization()}"
+                 "Content-Type: application/json\r\n"
                  f"Content-Length: 1000\r\n\r\n{{\"name\": ".encode())
     await writer.drain()
     received, _ = await wait_for_close(reader, until)
@@ -81,7 +82,8 @@ async def main(args) -> None:
     writer.close()
     await flood(args, "reads", f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     await asyncio.sleep(3)
-    await flood(args, "writes", (f"POST /items HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    await flood(args, "writes", (f"POST /items HTTP/1.1\r\nHost: {host}\r\n{authorization()}"
+                                 "Content-Type: application/json\r\n"
                                  f"Content-Length: 2\r\n\r\n{{}}").encode())
     await asyncio.sleep(3)
     statuses, improper = Counter(), []

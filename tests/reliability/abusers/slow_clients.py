@@ -3,9 +3,9 @@
     python slow_clients.py HOST PORT --stalled 64 --slowloris 64 --body-bytes 65536 \
         --interval 3 --give-up 30
 
-- A stalled body sends the headers of `POST /items` declaring --body-bytes of JSON, the first
-  bytes of that body, and then nothing.
-- A slowloris sends `GET /items?limit=1 HTTP/1.1` and then one more header line every
+- A stalled body sends the headers of `POST /items` (with the write key) declaring
+  --body-bytes of JSON, the first bytes of that body, and then nothing.
+- A slowloris sends `GET /items?limit=1 HTTP/1.1` and the key, then one more header line every
   --interval seconds, never the blank line that would end its headers.
 
 Every connection then waits for the server to answer or to close it, for at most --give-up
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from abuse_http import answer_in, arguments, report, wait_for_close
+from abuse_http import answer_in, arguments, authorization, report, wait_for_close
 
 
 async def _open(host: str, port: int, first: bytes, sent: asyncio.Future):
@@ -42,7 +42,8 @@ def _status(received: bytes) -> int | None:
 
 
 async def stalled(args, sent: asyncio.Future) -> list:
-    head = (f"POST /items HTTP/1.1\r\nHost: {args.host}\r\nContent-Type: application/json\r\n"
+    head = (f"POST /items HTTP/1.1\r\nHost: {args.host}\r\n{authorization()}"
+            "Content-Type: application/json\r\n"
             f"Content-Length: {args.body_bytes}\r\n\r\n").encode()
     try:
         reader, writer, opened = await _open(args.host, args.port, head + b'{"name": "stalled', sent)
@@ -55,7 +56,8 @@ async def stalled(args, sent: asyncio.Future) -> list:
 
 async def slowloris(args, sent: asyncio.Future) -> list:
     try:
-        reader, writer, opened = await _open(args.host, args.port, b"GET /items?limit=1 HTTP/1.1\r\n", sent)
+        first = f"GET /items?limit=1 HTTP/1.1\r\n{authorization()}".encode()
+        reader, writer, opened = await _open(args.host, args.port, first, sent)
     except OSError as e:
         return ["slowloris", None, None, f"connect: {type(e).__name__}"]
     received, end, line = b"", "open", 0
