@@ -95,11 +95,14 @@ def _hpack_literal(name: str, value: str) -> bytes:
     return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
 
 
-def h2_partial_posts(server, streams: int = 4, tls: ssl.SSLContext | None = None, key: str = "") -> bytes:
+def h2_partial_posts(server, streams: int = 4, tls: ssl.SSLContext | None = None, key: str = "",
+                     request_id: str = "") -> bytes:
     """The attack on HTTP/2: POST streams with part of each body, then hang up. Cleartext with
     prior knowledge, or over TLS with `tls` (a context that offers h2 by ALPN); with an API key
-    `key` in each stream's headers when given. The first bytes the server answered (b"" for none)."""
+    `key` and an X-Request-ID `request_id` in each stream's headers when given (so that a log can
+    tell whether one arrived). The first bytes the server answered (b"" for none)."""
     authorization = (("authorization", f"Bearer {key}"),) if key else ()
+    authorization += (("x-request-id", request_id),) if request_id else ()
     host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
     frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(0x4, 0, 0, b"")  # preface, SETTINGS
     for n in range(streams):

@@ -405,7 +405,8 @@ def test_db_role_uses_the_apis_role_and_database(answer, expected):
         ((2, "psql: error"), ("fail", "psql failed (2): psql: error")),
     ],
 )
-def test_backup_streaming_reads_the_receivers_lag_from_postgresql(answer, expected):
+def test_backup_streaming_reads_the_receivers_lag_from_postgresql(answer, expected, monkeypatch):
+    monkeypatch.setattr(checks, "STREAM_GRACE_SECONDS", 0)  # one answer: no waiting for the stream
     t = FakeTarget(record("postgres-strict"), execs=[answer])
     assert checks.check_backup_streaming(t) == expected
     assert "application_name = 'barman_receive_wal'" in t.commands[0][-1]
@@ -420,10 +421,18 @@ def test_backup_streaming_reads_the_receivers_lag_from_postgresql(answer, expect
          ("fail", "backup maximum age: FAILED (interval provided: 2 days, latest backup age: 3 days)")),
     ],
 )
-def test_backup_check_reports_barmans_failed_lines(answer, expected):
+def test_backup_check_reports_barmans_failed_lines(answer, expected, monkeypatch):
+    monkeypatch.setattr(checks, "STREAM_GRACE_SECONDS", 0)
     t = FakeTarget({}, BACKUP, execs=[answer])
     assert checks.check_backup_barman(t) == expected
     assert t.commands == [["barman", "check", "main"]]
+
+
+def test_backup_streaming_waits_out_a_restarted_receiver(monkeypatch):
+    monkeypatch.setattr(checks, "STREAM_GRACE_SECONDS", 10)
+    monkeypatch.setattr(checks.time, "sleep", lambda _: None)
+    t = FakeTarget(record("postgres-strict"), execs=[(0, ""), (0, ""), (0, "0 0.000 async")])
+    assert checks.check_backup_streaming(t) == ("pass", "lag 0 bytes unsent, 0.000 s (async)")
 
 
 def mounts(*pairs):

@@ -715,13 +715,18 @@ def test_a_broken_budget_is_caught_before_deploying():
     assert not swarm.budget(rendered)[0]
 
 
+# This process's environment without what a calling `make test` exported (mk/stack.mk exports the
+# TLS pair's paths under its own SECRETS_DIR, which would override SECRETS_DIR=/tmp/s below).
+INHERITED_MAKE_FREE_ENV = {k: v for k, v in os.environ.items() if k not in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+
+
 def test_make_targets_call_the_tool():
     make = shutil.which("make")
     if not make:
         pytest.skip("no make")
     r = subprocess.run([make, "-n", "swarm-up", "swarm-update", "swarm-down", "swarm-verify",
                         "SWARM_STACK=demo", "SECRETS_DIR=/tmp/s"], cwd=ROOT, capture_output=True, text=True,
-                       check=False, env={**os.environ, "MAKEFLAGS": ""})
+                       check=False, env={**INHERITED_MAKE_FREE_ENV, "MAKEFLAGS": ""})
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if "tools/swarm.py" in line or "verify_stack" in line]
     assert lines == [

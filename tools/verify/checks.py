@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
 from .model import API, BACKUP, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
@@ -603,6 +605,19 @@ def check_db_role(t: Target) -> Outcome:
 BARMAN_HOME = "/var/lib/barman"
 # What pg_receivewal calls itself on its replication connection (Barman's streaming_archiver_name).
 RECEIVER = "barman_receive_wal"
+# pg_receivewal stops when PostgreSQL restarts, and the backup service's `barman cron` (every
+# BACKUP_CRON_SECONDS, 10) starts it again: a stack just (re)started gets this long to stream.
+STREAM_GRACE_SECONDS = 30
+
+
+def _within_grace(probe: Callable[[], tuple[int, str]], streaming: Callable[[int, str], bool]) -> tuple[int, str]:
+    """`probe`'s answer once `streaming` holds for it, or its last answer after the grace."""
+    deadline = time.monotonic() + STREAM_GRACE_SECONDS
+    answer = probe()
+    while not streaming(*answer) and time.monotonic() < deadline:
+        time.sleep(2)
+        answer = probe()
+    return answer
 
 
 @check("BACKUP-STREAMING", "the backup service receives the WAL stream", services=(POSTGRES,), live=True,
@@ -618,7 +633,7 @@ def check_backup_streaming(t: Target) -> Outcome:
     sql = ("select pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)::bigint || ' ' || "
            "coalesce(extract(epoch from write_lag), 0)::numeric(10,3) || ' ' || sync_state "
            f"from pg_stat_replication where application_name = '{RECEIVER}'")
-    code, output = psql(t, "postgres", "-Atc", sql)
+    code, output = _within_grace(lambda: psql(t, "postgres", "-Atc", sql), lambda c, out: c != 0 or bool(out))
     if code != 0:
         return FAIL, f"psql failed ({code}): {output[:80]}"
     if not output:
@@ -636,7 +651,8 @@ def check_backup_barman(t: Target) -> Outcome:
     """`barman check main`: the newest base backup is younger than last_backup_maximum_age (two
     daily schedules), the minimum number of backups exists, pg_receivewal and its slot run.
     """
-    code, output = t.exec(["barman", "check", "main"])
+    code, output = _within_grace(lambda: t.exec(["barman", "check", "main"]),
+                                 lambda c, out: "receive-wal running: FAILED" not in out)
     failed = [line.strip() for line in output.splitlines() if "FAILED" in line]
     age = next((line.split("(", 1)[-1].rstrip(")") for line in output.splitlines()
                 if "backup maximum age" in line), "")
