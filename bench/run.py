@@ -5,6 +5,9 @@ What runs (see bench/README.md for the why of each choice):
 
 * our prod stack (compose.yaml + compose.prod.yaml, own project name, free
   ports, own secrets), only the services `postgres` and `flask-api`;
+* ours at a baseline revision (default: the commit before this round's first
+  change; BENCH_BASELINE_REV or --baseline-rev), built from a git worktree of
+  it and run like ours, against the same database;
 * the two peers under bench/peers/, in containers with the same resource
   limits as our API container, against the same PostgreSQL and table;
 * the framework ceiling: a constant Flask route in the product image, served
@@ -30,7 +33,7 @@ import os
 from pathlib import Path
 
 from harness.comparison import compare
-from harness.config import OUR_SETTINGS, Settings
+from harness.config import DEFAULT_BASELINE_REV, OUR_SETTINGS, Settings
 from harness.report import print_summary, write_outputs
 from harness.shell import log
 from harness.tune import tune
@@ -65,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ours-env", action="append", default=[],
                    help="product settings for our stack, e.g. 'WORKERS=2 BLOCKING_THREADS=2' (default: "
                         "the stack's own defaults; the same variables in the environment also count)")
-    p.add_argument("--no-build", action="store_true", help="use the images as they are")
+    p.add_argument("--baseline-rev", help="the revision of ours to compare this round with (default: "
+                   f"$BENCH_BASELINE_REV, else {DEFAULT_BASELINE_REV}); its image is built once and kept")
+    p.add_argument("--no-build", action="store_true",
+                   help="use the images as they are (the baseline revision's is still built if missing)")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--keep", action="store_true", help="leave the containers running afterwards")
     p.add_argument("--tune", metavar="CONFIGS",
@@ -85,7 +91,7 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Setti
         p.error("IMAGE= works with --tune only (the comparison always measures compose's own build)")
     kw = {"ours_env": ours_env, "keep": args.keep, "build": not args.no_build, "chart": not args.no_chart}
     s = Settings.for_smoke(**kw) if args.smoke else Settings(**kw)
-    for name in ("out", "duration", "reps", "latency_duration", "project"):
+    for name in ("out", "duration", "reps", "latency_duration", "project", "baseline_rev"):
         if getattr(args, name):
             setattr(s, name, getattr(args, name))
     return s

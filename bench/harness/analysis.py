@@ -1,5 +1,5 @@
-"""From the runs to the result: medians over the repetitions, ours ÷ each peer and ÷ each ceiling,
-and every target of the issue as met or missed. Reported, never asserted: on a shared machine
+"""From the runs to the result: medians over the repetitions, ours ÷ each peer, ÷ each ceiling and
+÷ ours at the baseline revision, and every target of the issues as met or missed. Reported, never asserted: on a shared machine
 a timing is evidence, not a test."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from .config import (
     APIS,
+    BASELINE,
+    BASELINE_SCENARIOS,
     COMPARISONS,
     EDGE_ROUTES,
     LATENCY_SCENARIOS,
@@ -47,6 +49,16 @@ class Throughput:
     def failed(self) -> int:
         return self.runs - self.n
 
+    @property
+    def api_cpu_us(self) -> float:
+        """The API's CPU per request: its own container's, or through the edge the one behind it."""
+        return self.cpu_us if math.isnan(self.upstream_cpu_us) else self.upstream_cpu_us
+
+    @property
+    def path_cpu_us(self) -> float:
+        """The CPU per request of every container on the way: the edge's (if any) and the API's."""
+        return self.cpu_us + (0.0 if math.isnan(self.upstream_cpu_us) else self.upstream_cpu_us)
+
 
 @dataclass
 class Latency:
@@ -81,12 +93,14 @@ class Check:
 
 @dataclass
 class Analysis:
-    throughput: dict[str, dict[str, Throughput]]    # scenario -> candidate (`get` also: edges, ceilings)
+    # scenario -> candidate (`get` also: edges, ceilings; "live": ours and the baseline)
+    throughput: dict[str, dict[str, Throughput]]
     throughput_high: dict[str, Throughput]          # `get` at high concurrency, per API
     live: Throughput                                # ours, /health/live
     latency: dict[str, dict[str, Latency]]          # scenario -> API
     ours_errors: int = 0
     edge_errors: int = 0            # every route through an edge, every run
+    cold_start_vs_peer: dict[str, float] = field(default_factory=dict)  # ours ÷ peer, same run
     checks: list[Check] = field(default_factory=list)
 
     def vs_peer(self, scenario: str, peer: str) -> float:
@@ -98,10 +112,20 @@ class Analysis:
         return ratio(self.throughput["get"]["ours"].median, self.throughput["get"][other].median)
 
     def comparison(self, name: str) -> float:
-        """A ratio of COMPARISONS (through the edge, with and without keys), by its name."""
+        """A ratio of COMPARISONS (through the edge, with and without keys, against the baseline)."""
         c = next(c for c in COMPARISONS if c.name == name)
         get = self.throughput["get"]
-        return ratio(get[c.numerator].median, get[c.denominator].median)
+        return ratio(getattr(get[c.numerator], c.measure), getattr(get[c.denominator], c.measure))
+
+    def vs_baseline(self, scenario: str) -> float:
+        """Ours ÷ ours at the baseline revision, median req/s."""
+        tp = self.throughput[scenario]
+        return ratio(tp["ours"].median, tp[BASELINE].median)
+
+    def cpu_vs_baseline(self, scenario: str) -> float:
+        """Ours ÷ ours at the baseline revision, the API container's CPU per request."""
+        tp = self.throughput[scenario]
+        return ratio(tp["ours"].cpu_us, tp[BASELINE].cpu_us)
 
     def live_vs_ceiling(self) -> float:
         """Our middleware alone (no database) ÷ the constant route."""
@@ -129,6 +153,9 @@ class Analysis:
                 for scn in SCENARIOS for peer in PEERS}
         out |= {f"p99_{scn}_vs_{peer}": self.p99_vs(scn, peer) for scn in LATENCY_SCENARIOS for peer in PEERS}
         out |= {c.name: self.comparison(c.name) for c in COMPARISONS}
+        out |= {f"{scn}_vs_baseline": self.vs_baseline(scn) for scn in BASELINE_SCENARIOS}
+        out |= {f"cpu_{scn}_ours_vs_baseline": self.cpu_vs_baseline(scn) for scn in BASELINE_SCENARIOS}
+        out |= {f"cold_start_vs_{peer}": v for peer, v in self.cold_start_vs_peer.items()}
         return out
 
     def to_json(self) -> dict:
@@ -152,12 +179,13 @@ def _throughput_checks(a: Analysis) -> list[Check]:
 
 
 def _comparison_checks(a: Analysis) -> list[Check]:
-    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15)."""
+    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15;
+    against the baseline revision, issue 19)."""
     checks = []
     for c in COMPARISONS:
         if c.goal is not None:
             v = a.comparison(c.name)
-            checks.append(Check(f"GET /items/<id>: {c.label}", v, c.goal, v >= c.goal, f"≥ {c.goal}×"))
+            checks.append(Check(f"GET /items/<id>: {c.label}", v, c.goal, c.met(v), c.goal_text))
     return checks
 
 
@@ -213,14 +241,18 @@ def analyse(results: Results) -> Analysis:
     def of(key: str, scenario: str, c: int = conns) -> Throughput:
         return Throughput.of(results.runs_of(key, scenario, c))
 
-    tp = {scn: {k: of(k, scn) for k in APIS} for scn in SCENARIOS}
+    tp = {scn: {k: of(k, scn) for k in (*APIS, BASELINE)} for scn in SCENARIOS}
     for key in (OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
         tp["get"][key] = of(key, "get")
+    tp["live"] = {k: of(k, "live") for k in ("ours", BASELINE)}
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
                    + sum(r.errors for r in results.latency_runs_of("ours")))
     edge_errors = sum(r.errors for r in results.runs if r.candidate in EDGE_ROUTES)
-    a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, of("ours", "live"), lat, ours_errors, edge_errors)
+    a = Analysis(tp, {k: of(k, "get", high) for k in APIS}, tp["live"]["ours"], lat, ours_errors, edge_errors)
+    cold = results.footprint.cold_start_s
+    if cold:
+        a.cold_start_vs_peer = {peer: ratio(cold["ours"], cold[peer]) for peer in PEERS}
     a.checks = [*_throughput_checks(a), *_comparison_checks(a), *_latency_checks(a),
                 *_robustness_checks(results, a),
                 *_footprint_checks(results.footprint)]

@@ -1,5 +1,5 @@
-"""The `make bench` run: our stack (with its edge), ours once more without API keys, the peers, the
-edge in front of the Flask peer and the ceilings started side by side, then throughput (wrk, the
+"""The `make bench` run: our stack (with its edge), ours once more without API keys, ours at the
+baseline revision, the peers, the edge in front of the Flask peer and the ceilings started side by side, then throughput (wrk, the
 candidates alternating within each repetition, the order rotating between them), latency at a fixed
 rate (70% of the slowest peer's throughput), PostgreSQL connections throughout, and the footprint
 last (cold starts restart the containers)."""
@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 from . import footprint
+from .baseline import baseline_image
 from .config import (
     APIS,
+    BASELINE,
     EDGE_LIMIT_SETTINGS,
     EDGE_ROUTES,
     EDGES,
@@ -26,7 +28,7 @@ from .config import (
     SCENARIOS,
     Settings,
 )
-from .containers import clone_ours, limit_options, start_ceiling, start_edge, start_peer
+from .containers import clone_ours, limit_options, start_baseline, start_ceiling, start_edge, start_peer
 from .contract import contract_check
 from .load import Load, log_latency_run, log_run
 from .pgmonitor import PgMonitor
@@ -55,11 +57,12 @@ def describe_machine(docker: Docker) -> Machine:
 
 
 def start_candidates(stack: Stack, results: Results) -> None:
-    """Our stack, seeded, then ours without API keys, the peers, the edge in front of the Flask peer
-    and the framework ceiling beside it."""
+    """Our stack, seeded, then ours without API keys, ours at the baseline revision, the peers, the
+    edge in front of the Flask peer and the framework ceiling beside it."""
     stack.start()
     stack.seed()
     clone_ours(stack, OURS_NO_AUTH, NO_AUTH_SETTINGS)
+    start_baseline(stack, results.baseline)
     for key, peer in PEERS.items():
         start_peer(stack, peer)
         results.peer_limit_overrides[key] = peer.limits
@@ -87,7 +90,7 @@ def describe_run(stack: Stack, load: Load, results: Results) -> None:
 def warm_up(stack: Stack, load: Load) -> None:
     s = stack.settings
     log("warm-up")
-    for key in APIS:
+    for key in (*APIS, BASELINE):
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
     for key in (OURS_NO_AUTH, "ceiling", *EDGE_ROUTES):
@@ -95,12 +98,13 @@ def warm_up(stack: Stack, load: Load) -> None:
 
 
 def throughput_plan(s: Settings) -> list[Step]:
-    """Every scenario for the APIs (`get` also for ours without keys, through the edge and for both
-    ceilings), /health/live for ours, and `get` at high concurrency for scaling."""
-    apis = list(APIS)
+    """Every scenario for the APIs and ours at the baseline revision (`get` also for ours without keys,
+    through the edge and for both ceilings), /health/live for ours and the baseline, and `get` at high
+    concurrency for scaling."""
+    apis = [*APIS, BASELINE]
     get = [*apis, OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"]
     plan = [(scn, s.connections, get if scn == "get" else apis) for scn in SCENARIOS]
-    plan.append(("live", s.connections, ["ours"]))
+    plan.append(("live", s.connections, ["ours", BASELINE]))
     plan.append(("get", s.high_connections, apis))
     return plan
 
@@ -163,6 +167,7 @@ def compare(settings: Settings) -> Results:
     with stack.session():
         if settings.build:
             results.builds = stack.build_images()
+        results.baseline = baseline_image(stack)    # built whatever --no-build says, unless cached
         start_candidates(stack, results)
         results.footprint.memory_idle_mib = footprint.memory(stack, "idle, before any load")
         describe_run(stack, load, results)

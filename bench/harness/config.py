@@ -3,6 +3,7 @@ and how long to measure. One place, so that the run, the analysis and the report
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,14 @@ APIS = ("ours", "flask", "fastapi")
 # Ours itself runs as it ships (API_AUTH=required) and sends a key; the peers have no auth at all.
 OURS_NO_AUTH = "ours_no_auth"
 NO_AUTH_SETTINGS = {"API_AUTH": "off"}
+# Ours at a baseline revision (bench/harness/baseline.py): the product as it was before this round,
+# built from a git worktree of that commit and run like ours. The default is the commit before
+# this round's first change (bd7c7c2); BENCH_BASELINE_REV or --baseline-rev choose another.
+BASELINE = "baseline"
+DEFAULT_BASELINE_REV = "6d31ad4"
+BASELINE_IMAGE_REPO = "items-api"       # tagged items-api:baseline-<commit, 12 digits>
+# Where it is measured beside ours: every endpoint, and the middleware alone (/health/live).
+BASELINE_SCENARIOS = (*SCENARIOS, "live")
 # The package behind /docs (Swagger UI's JavaScript and CSS): its size in our image is reported.
 DOCS_PACKAGE = "flask-swagger-ui"
 
@@ -69,13 +78,23 @@ EDGE_LIMIT_SETTINGS = ("EDGE_READ_RATE", "EDGE_READ_BURST", "EDGE_WRITE_RATE", "
 
 @dataclass(frozen=True)
 class Comparison:
-    """A named ratio of two candidates' `GET /items/<id>` medians; with a goal it is a target."""
+    """A named ratio of two candidates' `GET /items/<id>` measures (`measure`, an attribute of
+    analysis.Throughput: the median req/s unless it says otherwise); with a goal it is a target."""
 
     name: str
     label: str
     numerator: str
     denominator: str
-    goal: float | None = None   # at least
+    goal: float | None = None
+    at_most: bool = False       # the goal is a most (CPU), not a least (throughput)
+    measure: str = "median"
+
+    def met(self, value: float) -> bool:
+        return value <= self.goal if self.at_most else value >= self.goal
+
+    @property
+    def goal_text(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.goal}×"
 
 
 # Issue 15: the key check, in the same run as ours without it.
@@ -96,8 +115,19 @@ EDGE_COMPARISONS = (
     Comparison("flask_edge_get_vs_direct", "Flask peer through the edge / Flask peer direct, HTTP",
                "flask_edge", "flask"),
 )
+# Issue 19: this round against the baseline revision, which had no edge, no keys and no metrics
+# (clients reached its API directly). "API CPU" is the API container's CPU per request (through the
+# edge: the API's container behind it, the edge's own CPU left out); "path CPU" adds the edge's.
+BASELINE_COMPARISONS = (
+    Comparison("baseline_edge_api_cpu", "API CPU per request: ours through the edge with a key, HTTP / the "
+               "baseline revision direct", "ours_edge", BASELINE, 0.7, at_most=True, measure="api_cpu_us"),
+    Comparison("baseline_edge_path_cpu", "edge + API CPU per request: ours through the edge with a key, HTTP "
+               "/ the baseline revision's API direct", "ours_edge", BASELINE, measure="path_cpu_us"),
+    Comparison("baseline_edge_rps", "req/s: ours through the edge with a key, HTTP / the baseline revision "
+               "direct", "ours_edge", BASELINE),
+)
 # Every named comparison, by name in latest.json's ratios; those with a goal are targets.
-COMPARISONS = (*EDGE_COMPARISONS, *AUTH_COMPARISONS)
+COMPARISONS = (*EDGE_COMPARISONS, *AUTH_COMPARISONS, *BASELINE_COMPARISONS)
 
 
 @dataclass(frozen=True)
@@ -135,7 +165,7 @@ PEERS = {
 
 @dataclass(frozen=True)
 class Targets:
-    """The issues' targets (issue 6, "Targets"; the named comparisons': COMPARISONS, issues 14 and 15)."""
+    """The issues' targets (issue 6, "Targets"; the named comparisons': COMPARISONS, issues 14, 15 and 19)."""
 
     # ours ÷ peer, req/s, at least: (scenario, peer) -> ratio
     vs_peer: dict[tuple[str, str], float] = field(default_factory=lambda: {
@@ -170,6 +200,7 @@ class Settings:
     build: bool = True
     ours_env: dict[str, str] = field(default_factory=dict)
     chart: bool = True
+    baseline_rev: str = field(default_factory=lambda: os.environ.get("BENCH_BASELINE_REV") or DEFAULT_BASELINE_REV)
 
     @classmethod
     def for_smoke(cls, **kw) -> Settings:

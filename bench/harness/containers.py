@@ -1,16 +1,17 @@
 """The candidates that run beside our stack: the peers, the framework ceiling, the edge in front
-of the Flask peer and (for --tune) clones of our API. Each is a `docker run` on the stack's
-networks with the resource limits of our running API container, read from it, so that every API
-competes under the same limits.
+of the Flask peer, clones of our API (without keys; for --tune, other settings) and ours at the
+baseline revision. Each is a `docker run` on the stack's networks with the resource limits of our
+running API container, read from it, so that every API competes under the same limits.
 
 Where a peer's defaults do not fit those limits it gets what they need instead (config.PEERS);
-the ceiling and the clones also copy our container's hardening. The peer's edge is compose's
-`edge` container run once more (image, environment, limits, hardening, tmpfs, TLS secret files)
-with only its upstream changed."""
+the ceiling and the clones (the baseline is one, with its own image) also copy our container's
+hardening. The peer's edge is compose's `edge` container run once more (image, environment,
+limits, hardening, tmpfs, TLS secret files) with only its upstream changed."""
 
 from __future__ import annotations
 
-from .config import BENCH, EDGES, OUR_SETTINGS, Peer
+from .config import BASELINE, BENCH, EDGES, OUR_SETTINGS, Peer
+from .records import BaselineBuild
 from .shell import free_port, log, wait_http_ok
 from .stack import EDGE_PORTS, Candidate, Stack
 
@@ -141,20 +142,37 @@ def start_ceiling(stack: Stack, source: str = "ours", key: str = "ceiling") -> C
     return c
 
 
-def clone_ours(stack: Stack, key: str, overrides: dict[str, str]) -> Candidate:
+def clone_ours(stack: Stack, key: str, overrides: dict[str, str], label: str = "",
+               command: tuple[str, ...] = (), with_key: bool = True) -> Candidate:
     """Our API once more, as compose runs it (the very image, environment, secret, limits, hardening,
     networks), with other settings: configurations measured side by side, not one after another.
-    `IMAGE` in `overrides` runs another image. It shares our database, so it takes our API key,
-    unless `API_AUTH=off` there."""
+    `IMAGE` in `overrides` runs another image; `command` replaces its entrypoint and arguments. It
+    shares our database, so it takes our API key, unless `API_AUTH=off` there or not `with_key`."""
     info = stack.ours_info()
     overrides = dict(overrides)
     # By id: the tag may name another build by now (it is shared with whoever builds the stack).
     image = overrides.pop("IMAGE", None) or info["Image"]
-    label = "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
-    c = start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000,
-                        as_compose_runs_it(info, overrides), [image])
-    if overrides.get("API_AUTH") != "off":
+    label = label or "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
+    options = as_compose_runs_it(info, overrides)
+    if command:
+        options += ["--entrypoint", command[0]]
+    c = start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000, options,
+                        [image, *command[1:]])
+    if with_key and overrides.get("API_AUTH") != "off":
         c.api_key = stack.candidates["ours"].api_key
+    return c
+
+
+def start_baseline(stack: Stack, build: BaselineBuild) -> Candidate:
+    """Ours at the baseline revision (harness/baseline.py), cloned from compose's flask-api: the same
+    limits, settings, hardening, networks and database. Its entrypoint would run its migrations first,
+    and they stop at the ones of ours it does not know, so it runs `python -m app serve` alone (the
+    schema it needs is ours already). It reads only the settings it knows (app/config.py at that
+    revision); the newer ones in the environment (API_AUTH, PROXY_HOPS...) mean nothing to it. No key:
+    it had none."""
+    c = clone_ours(stack, BASELINE, {"IMAGE": build.image}, f"ours at the baseline revision {build.rev}",
+                   ("python", "-m", "app", "serve"), with_key=False)
+    log(f"baseline {build.rev} ({build.image}) ready")
     return c
 
 

@@ -2,7 +2,7 @@
 ours, value for value, so that a faster peer cannot be one that does less; and every route through
 an edge answers with the JSON of the API behind it (HTTPS verified against the edge's certificate),
 so that the edge passes requests through rather than answering them itself; ours without API keys
-answers like ours. Timestamps compare as instants (pydantic writes UTC with `Z`, the others with
+and ours at the baseline revision answer like ours (on our data: the baseline reads our tables). Timestamps compare as instants (pydantic writes UTC with `Z`, the others with
 `+00:00`).
 
 And that the key is really checked where it is sent: without it ours, directly and through its edge,
@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import ssl
 
-from .config import EDGE_ROUTES, OURS_NO_AUTH, PEERS
+from .config import BASELINE, EDGE_ROUTES, OURS_NO_AUTH, PEERS
 from .records import ContractCheck
 from .shell import get_json, log
 from .stack import Candidate, Stack
@@ -66,12 +66,12 @@ def _same(status: int, body: dict | None, peer_status: int, peer_body: dict | No
 
 
 def contract_check(stack: Stack) -> ContractCheck:
-    """Every peer and ours without API keys answer `GET /items/<id>` and `GET /items?limit=20` with our
-    JSON, every edge route with its API's; and the key is checked where it is sent."""
+    """Every peer, ours without API keys and the baseline answer `GET /items/<id>` and `GET /items?limit=20`
+    with our JSON, every edge route with its API's; and the key is checked where it is sent."""
     paths = (f"/items/{stack.id_range[0]}", "/items?limit=20")
     tls = ssl.create_default_context(cafile=str(stack.tls_cert))
     report = ContractCheck()
-    pairs = ([(key, "ours") for key in (*PEERS, OURS_NO_AUTH)]
+    pairs = ([(key, "ours") for key in (*PEERS, OURS_NO_AUTH, BASELINE)]
              + [(key, r.api) for key, r in EDGE_ROUTES.items()])
     for key, reference in pairs:
         c, ref = stack.candidates[key], stack.candidates[reference]
@@ -84,8 +84,8 @@ def contract_check(stack: Stack) -> ContractCheck:
                                        f"vs {reference} {status} {json.dumps(body)[:300]}")
     _check_keys(stack, paths[0], tls, report)
     if report.ok:
-        log("contract check: the peers and ours without keys answer GET /items/<id> and GET /items?limit=20 "
-            "with our JSON, each edge route with its API's; without a key ours answers 401")
+        log("contract check: the peers, ours without keys and the baseline answer GET /items/<id> and "
+            "GET /items?limit=20 with our JSON, each edge route with its API's; without a key ours answers 401")
     else:
         log("contract check FAILED: " + "; ".join(report.problems))
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 from .cgroup import memory_mib
 from .config import (
     APIS,
+    BASELINE,
     BASE_IMAGE,
     BENCH,
     COMPARISON_IMAGE,
@@ -59,9 +60,11 @@ def memory_under_load(stack: Stack, runs: list[Run]) -> dict[str, float]:
 
 
 def image_sizes(stack: Stack) -> dict[str, float]:
-    """MB per image; ours is the image our API container runs (by id: its tag is shared)."""
+    """MB per image; ours is the image our API container runs (by id: its tag is shared), and so is
+    the baseline revision's."""
     images = {"ours": stack.ours_info()["Image"], **{key: peer.image for key, peer in PEERS.items()},
-              "edge": EDGE_IMAGE, "python_base": BASE_IMAGE, "python_base_plus_our_venv": COMPARISON_IMAGE}
+              "edge": EDGE_IMAGE, "python_base": BASE_IMAGE, "python_base_plus_our_venv": COMPARISON_IMAGE,
+              BASELINE: stack.docker.inspect(stack.candidates[BASELINE].container)["Image"]}
     sizes = {k: stack.docker.inspect(v)["Size"] / 1e6 for k, v in images.items()}
     log(f"image sizes (MB): {fmt_dict(sizes)}")
     return sizes

@@ -122,6 +122,17 @@ class Machine:
 
 
 @dataclass
+class BaselineBuild:
+    """Ours at the baseline revision (harness/baseline.py): which commit, and its image."""
+
+    rev: str            # as asked for (a tag, a short id...)
+    commit: str
+    subject: str
+    image: str
+    built_s: float = NAN    # NaN: a run before built it (the image is cached by revision)
+
+
+@dataclass
 class Limits:
     docker_run_options: list[str] = field(default_factory=list)
 
@@ -142,6 +153,7 @@ class Results:
     edge_limit_settings: dict[str, str] = field(default_factory=dict)    # the edges' per-client limits
     peer_limit_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     contract_check: ContractCheck = field(default_factory=ContractCheck)
+    baseline: BaselineBuild | None = None
     ours_config: dict[str, str] = field(default_factory=dict)
     pool_budget: int | None = None
     machine: Machine | None = None

@@ -11,6 +11,9 @@ from .chart import chart
 from .config import (
     APIS,
     AUTH_COMPARISONS,
+    BASELINE,
+    BASELINE_COMPARISONS,
+    BASELINE_SCENARIOS,
     BASE_IMAGE,
     DOCS_PACKAGE,
     EDGE_COMPARISONS,
@@ -93,7 +96,7 @@ def comparison_rows(a: Analysis, comparisons) -> list[str]:
     lines = ["| comparison | ratio | goal |", "|---|---|---|"]
     for c in comparisons:
         v = a.comparison(c.name)
-        goal = "reported" if c.goal is None else f"≥ {c.goal}: {'met' if v >= c.goal else '**missed**'}"
+        goal = "reported" if c.goal is None else f"{c.goal_text}: {'met' if c.met(v) else '**missed**'}"
         lines.append(f"| {c.label} | **{f2(v)}×** | {goal} |")
     return lines
 
@@ -170,6 +173,38 @@ def auth_section(a: Analysis) -> list[str]:
     ]
 
 
+def baseline_section(results: Results, a: Analysis) -> list[str]:
+    b = results.baseline
+    get, base = a.throughput["get"], a.throughput["get"][BASELINE]
+    lines = [
+        "## This round against the baseline revision",
+        "",
+        (f"Ours at `{b.commit[:12] if b else '?'}` (\"{b.subject if b else '?'}\"), built from a git worktree "
+         f"of that commit with its own Dockerfile (`{b.image if b else '?'}`), run as a clone of compose's "
+         "`flask-api` (the same limits, settings, hardening and database), took its turns with the other "
+         "candidates in every repetition. It had no edge, no API keys and no metrics: it is measured "
+         "directly, without a key; ours as it ships, with one. Ratios: ours ÷ the baseline."),
+        "",
+        ("| endpoint | ours req/s | baseline req/s | req/s ours ÷ baseline | ours API CPU µs/req "
+         "| baseline API CPU µs/req | CPU ours ÷ baseline |"),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scn in BASELINE_SCENARIOS:
+        ours, theirs = a.throughput[scn]["ours"], a.throughput[scn][BASELINE]
+        label = SCENARIO_LABELS.get(scn, "GET /health/live (no database)")
+        lines.append(f"| {label} | {cell(ours)} | {cell(theirs)} | **{f2(a.vs_baseline(scn))}×** | "
+                     f"{f0(ours.cpu_us)} | {f0(theirs.cpu_us)} | **{f2(a.cpu_vs_baseline(scn))}×** |")
+    edge = get["ours_edge"]
+    lines += [
+        (f"| GET /items/<id>, ours through the edge (HTTP) | {cell(edge)} | {cell(base)} | "
+         f"**{f2(a.comparison('baseline_edge_rps'))}×** | {f0(edge.upstream_cpu_us)} (+ edge "
+         f"{f0(edge.cpu_us)}) | {f0(base.cpu_us)} | **{f2(a.comparison('baseline_edge_api_cpu'))}×** |"),
+        "",
+        *comparison_rows(a, BASELINE_COMPARISONS),
+    ]
+    return lines
+
+
 def cpu_section(a: Analysis) -> list[str]:
     lines = [
         "## CPU time per request (µs, median; cgroup counters of each container)",
@@ -237,7 +272,7 @@ def scaling_section(results: Results, a: Analysis) -> list[str]:
     return lines
 
 
-def footprint_section(results: Results) -> list[str]:
+def footprint_section(results: Results, a: Analysis) -> list[str]:
     fp = results.footprint
     columns = (*APIS, *EDGES.values())
 
@@ -257,6 +292,7 @@ def footprint_section(results: Results) -> list[str]:
         row("memory under load, most in any run (MiB)", fp.memory_load_mib, f0),
         row("memory after the run (MiB)", fp.memory_mib, f0),
         row("cold start, `docker start` → 200 on /health/ready (s)", fp.cold_start_s, f2),
+        row("cold start, ours ÷ this peer's (same run)", a.cold_start_vs_peer, f2),
         "",
         ("Memory is the container's cgroup usage less its inactive page cache, as `docker stats` shows it; "
          "under load it is sampled every 0.2 s during each run against the container."),
@@ -264,6 +300,8 @@ def footprint_section(results: Results) -> list[str]:
         (f"- Python base image `{BASE_IMAGE}` (the local stand-in): {f0(base)} MB; that image plus exactly "
          f"our venv (the product Dockerfile's builder stage, libpq5, app/): {f0(comparison)} MB; ours ÷ "
          f"that: **{f2(ratio(sizes.get('ours', NAN), comparison))}×**."),
+        (f"- The baseline revision's image: {f0(sizes.get(BASELINE, NAN))} MB; ours ÷ it: "
+         f"**{f2(ratio(sizes.get('ours', NAN), sizes.get(BASELINE, NAN)))}×**."),
         (f"- /docs (Swagger UI's JavaScript and CSS, from the `{DOCS_PACKAGE}` wheel, measured inside our "
          f"image): {f2(fp.docs_assets_mb)} MB; ours without them would be "
          f"{f0(sizes.get('ours', NAN) - fp.docs_assets_mb)} MB."),
@@ -277,7 +315,7 @@ def value_text(value: float, fmt=f2) -> str:
 
 
 def targets_section(a: Analysis) -> list[str]:
-    lines = ["## Targets (issues 6, 14 and 15)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    lines = ["## Targets (issues 6, 14, 15 and 19)", "", "| target | measured | goal | |", "|---|---|---|---|"]
     for c in a.checks:
         verdict = "met" if c.met else "**missed**"
         lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
@@ -285,10 +323,10 @@ def targets_section(a: Analysis) -> list[str]:
 
 
 def markdown(results: Results, a: Analysis) -> str:
-    sections = [header(results), throughput_section(a), auth_section(a), edge_section(a),
-                limits_section(results, a),
+    sections = [header(results), throughput_section(a), baseline_section(results, a), auth_section(a),
+                edge_section(a), limits_section(results, a),
                 cpu_section(a),
-                latency_section(results, a), scaling_section(results, a), footprint_section(results),
+                latency_section(results, a), scaling_section(results, a), footprint_section(results, a),
                 targets_section(a), ["![throughput and latency](latest.png)"]]
     return "\n\n".join("\n".join(section) for section in sections) + "\n"
 
@@ -300,11 +338,15 @@ def print_summary(a: Analysis) -> None:
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
-    for title, comparisons in (("API keys", AUTH_COMPARISONS), ("Through the edge", EDGE_COMPARISONS)):
+    print("\nThis round ÷ the baseline revision (req/s, API CPU per request):")
+    for scn in BASELINE_SCENARIOS:
+        print(f"  {scn:<6} {a.vs_baseline(scn):5.2f}×  {a.cpu_vs_baseline(scn):5.2f}×")
+    for title, comparisons in (("API keys", AUTH_COMPARISONS), ("Through the edge", EDGE_COMPARISONS),
+                               ("Against the baseline revision", BASELINE_COMPARISONS)):
         print(f"\n{title}, GET /items/<id>:")
         for c in comparisons:
             print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×")
-    print("\nTargets (issues 6, 14 and 15; reported, never asserted):")
+    print("\nTargets (issues 6, 14, 15 and 19; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")
         print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")

@@ -1,15 +1,15 @@
 """The benchmark harness, end to end in about a minute: `make bench-smoke` (bench/run.py --smoke).
 
 It runs every step of `make bench` (our prod stack with its edge and an API key, ours once more
-without keys, both peers, the Flask peer behind the same edge, the framework ceiling, pgbench, wrk
+without keys, ours at the baseline revision, both peers, the Flask peer behind the same edge, the framework ceiling, pgbench, wrk
 over HTTP and HTTPS, the fixed-rate generator, footprint, rebuild, JSON/Markdown/PNG output) with
 tiny durations,
 so that the harness cannot rot between full runs. It never asserts on a timing: on a shared
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
 answered every request with a success status (through the edge too: its per-client limits must
 not answer 429 to the benchmark's single address; ours: every request carried the run's key), that
-the peers, ours without keys and every route through an edge serve the same JSON as the API they
-stand for, and that the key is checked where it is sent. BENCH_PROJECT names its compose project.
+the peers, ours without keys, ours at the baseline revision and every route through an edge serve
+the same JSON as the API they stand for, and that the key is checked where it is sent. BENCH_PROJECT names its compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
 except under CI=true); wrk is installed from Debian's packages when missing.
@@ -34,6 +34,7 @@ SCENARIOS = ("get", "list", "post", "patch", "mix")
 EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
 EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
 NO_AUTH = "ours_no_auth"  # ours once more with API_AUTH=off
+BASELINE = "baseline"  # ours at the baseline revision
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +106,34 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
     assert all(r["count"] > 0 for r in results["latency_runs"])
     fp = results["footprint"]
     assert set(fp["image_mb"]) == {"ours", "flask", "fastapi", "edge", "python_base",
-                                   "python_base_plus_our_venv"}
+                                   "python_base_plus_our_venv", BASELINE}
     for when in ("memory_idle_mib", "memory_load_mib", "memory_mib"):
         assert set(fp[when]) == {*CANDIDATES, *EDGES}
         assert all(v > 0 for v in fp[when].values()), when
     assert 0 < fp["docs_assets_mb"] < fp["image_mb"]["ours"]
     assert set(fp["cold_start_s"]) == set(CANDIDATES)
+    assert {"cold_start_vs_flask", "cold_start_vs_fastapi"} <= set(results["analysis"]["ratios"])
     assert fp["rebuild_s"] > 0
     assert results["pg_connections"]["samples"] > 0
     assert results["pg_connections"]["ours"]["peak"] >= 1
     assert results["pool_budget"] >= 1
+
+
+def test_ours_at_the_baseline_revision_took_its_turns_beside_ours(smoke: tuple[dict, Path]) -> None:
+    """Built from a worktree of its commit and tagged by it, it ran every endpoint and /health/live on
+    our data (its JSON equals ours: the contract check above), and the report compares this round with
+    it per endpoint, with issue 19's CPU target."""
+    results, out = smoke
+    seen = {(r["candidate"], r["scenario"], r["connections"]) for r in results["runs"]}
+    for scenario in (*SCENARIOS, "live"):
+        assert (BASELINE, scenario, 32) in seen
+    baseline = results["baseline"]
+    assert baseline["image"] == f"items-api:baseline-{baseline['commit'][:12]}"
+    ratios = results["analysis"]["ratios"]
+    assert {"get_vs_baseline", "cpu_get_ours_vs_baseline", "live_vs_baseline",
+            "baseline_edge_api_cpu"} <= set(ratios)
+    assert any("the baseline revision" in c["target"] for c in results["analysis"]["checks"])
+    assert "## This round against the baseline revision" in (out / "latest.md").read_text()
 
 
 def test_reports_are_written(smoke: tuple[dict, Path]) -> None:
