@@ -3,7 +3,8 @@
 One module per step of the pipeline, so that each can be read, and changed, alone:
 
 * start: `stack` (our compose stack), `containers` (peers, framework ceiling and clones of
-  our API beside it, under our API's limits), `contract` (the peers answer with our JSON);
+  our API beside it, under our API's limits), `baseline` (the image of ours at a baseline
+  revision, from a git worktree), `contract` (the peers answer with our JSON);
 * measure: `load` (wrk, the fixed-rate generator bench/loadgen.py, pgbench), `cgroup` (CPU
   time of a container), `pgmonitor` (PostgreSQL connections), `footprint` (image sizes,
   memory, cold start, rebuild);
