@@ -1,5 +1,5 @@
 """bench/results/latest.png: throughput per endpoint, ours against both ceilings and through the
-edge, and latency at a fixed rate, side by side. matplotlib lives in bench/.venv (bench/requirements.txt); without it
+edge, this round against the baseline revision, and latency at a fixed rate, side by side. matplotlib lives in bench/.venv (bench/requirements.txt); without it
 the run still writes its JSON and Markdown."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis import Analysis
-from .config import APIS, LATENCY_SCENARIOS, OURS_NO_AUTH, SCENARIOS
+from .config import APIS, BASELINE_COMPARISONS, BASELINE_SCENARIOS, LATENCY_SCENARIOS, OURS_NO_AUTH, SCENARIOS
 from .records import Results
 from .shell import log
 
@@ -56,6 +56,25 @@ def limits_axes(ax, a: Analysis) -> None:
                  f"÷ Flask peer via the edge {a.comparison('edge_get_vs_flask_edge'):.2f}×", fontsize=9)
 
 
+def baseline_axes(ax, a: Analysis) -> None:
+    """Ours ÷ the baseline revision per endpoint: req/s and API CPU per request (through the edge too)."""
+    names = [*BASELINE_SCENARIOS, "get via\nedge"]
+    rps = [a.vs_baseline(s) for s in BASELINE_SCENARIOS] + [a.comparison("baseline_edge_rps")]
+    cpu = [a.cpu_vs_baseline(s) for s in BASELINE_SCENARIOS] + [a.comparison("baseline_edge_api_cpu")]
+    xs = range(len(names))
+    ax.bar([x - WIDTH / 2 for x in xs], rps, WIDTH, color=COLORS["ours"], label="req/s, ours ÷ baseline")
+    ax.bar([x + WIDTH / 2 for x in xs], cpu, WIDTH, color="#b04a4a", label="API CPU/req, ours ÷ baseline")
+    ax.axhline(1.0, color="#555555", linewidth=0.8)
+    target = next(c for c in BASELINE_COMPARISONS if c.goal is not None)
+    ax.axhline(target.goal, color="#b04a4a", linewidth=0.8, linestyle="--",
+               label=f"target: get via edge, API CPU {target.goal_text}")
+    ax.set_xticks(list(xs), names)
+    ax.set_yscale("log")    # a ratio and its inverse equally far from 1
+    ax.set_ylabel("ratio (1 = as at the baseline revision; log)")
+    ax.set_title("This round ÷ the baseline revision")
+    ax.legend(fontsize=7)
+
+
 def latency_axes(ax, results: Results, a: Analysis) -> None:
     for i, k in enumerate(APIS):
         xs = _offsets(len(LATENCY_SCENARIOS), i)
@@ -81,10 +100,11 @@ def chart(results: Results, a: Analysis, path: Path) -> bool:
     except ImportError:
         log("matplotlib is not installed: no chart (make bench installs it in bench/.venv)")
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [2.2, 1.3, 1.2]})
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5.2), gridspec_kw={"width_ratios": [2.2, 1.3, 1.5, 1.2]})
     throughput_axes(axes[0], a)
     limits_axes(axes[1], a)
-    latency_axes(axes[2], results, a)
+    baseline_axes(axes[2], a)
+    latency_axes(axes[3], results, a)
     fig.suptitle(f"Items API benchmark {results.started}  —  ours ÷ Flask peer: get "
                  f"{a.vs_peer('get', 'flask'):.2f}×, mix {a.vs_peer('mix', 'flask'):.2f}×;  ours ÷ FastAPI "
                  f"peer: get {a.vs_peer('get', 'fastapi'):.2f}×, mix {a.vs_peer('mix', 'fastapi'):.2f}×")
