@@ -1,6 +1,6 @@
 """From the runs to the result: medians over the repetitions, ours ÷ each peer, ÷ each ceiling and
-÷ ours at the baseline revision, and every target of the issues as met or missed. Reported, never asserted: on a shared machine
-a timing is evidence, not a test."""
+÷ ours at the baseline revision, and every target of the issues as met or missed. Reported, never
+asserted: on a shared machine a timing is evidence, not a test."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """bench/results/latest.png: throughput per endpoint, ours against both ceilings and through the
-edge, this round against the baseline revision, and latency at a fixed rate, side by side. matplotlib lives in bench/.venv (bench/requirements.txt); without it
-the run still writes its JSON and Markdown."""
+edge, this round against the baseline revision, and latency at a fixed rate, side by side.
+matplotlib lives in bench/.venv (bench/requirements.txt); without it the run still writes its JSON
+and Markdown."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The `make bench` run: our stack (with its edge), ours once more without API keys, ours at the
-baseline revision, the peers, the edge in front of the Flask peer and the ceilings started side by side, then throughput (wrk, the
-candidates alternating within each repetition, the order rotating between them), latency at a fixed
-rate (70% of the slowest peer's throughput), PostgreSQL connections throughout, and the footprint
-last (cold starts restart the containers)."""
+baseline revision, the peers, the edge in front of the Flask peer and the ceilings started side by
+side, then throughput (wrk, the candidates alternating within each repetition, the order rotating
+between them), latency at a fixed rate (70% of the slowest peer's throughput), PostgreSQL
+connections throughout, and the footprint last (cold starts restart the containers)."""
 
 from __future__ import annotations
 

@@ -200,7 +200,8 @@ class Settings:
     build: bool = True
     ours_env: dict[str, str] = field(default_factory=dict)
     chart: bool = True
-    baseline_rev: str = field(default_factory=lambda: os.environ.get("BENCH_BASELINE_REV") or DEFAULT_BASELINE_REV)
+    baseline_rev: str = field(
+        default_factory=lambda: os.environ.get("BENCH_BASELINE_REV") or DEFAULT_BASELINE_REV)
 
     @classmethod
     def for_smoke(cls, **kw) -> Settings:

@@ -2,8 +2,8 @@
 ours, value for value, so that a faster peer cannot be one that does less; and every route through
 an edge answers with the JSON of the API behind it (HTTPS verified against the edge's certificate),
 so that the edge passes requests through rather than answering them itself; ours without API keys
-and ours at the baseline revision answer like ours (on our data: the baseline reads our tables). Timestamps compare as instants (pydantic writes UTC with `Z`, the others with
-`+00:00`).
+and ours at the baseline revision answer like ours (on our data: the baseline reads our tables).
+Timestamps compare as instants (pydantic writes UTC with `Z`, the others with `+00:00`).
 
 And that the key is really checked where it is sent: without it ours, directly and through its edge,
 answers 401, while ours without API keys answers 200 (the peers have no auth)."""
@@ -85,7 +85,8 @@ def contract_check(stack: Stack) -> ContractCheck:
     _check_keys(stack, paths[0], tls, report)
     if report.ok:
         log("contract check: the peers, ours without keys and the baseline answer GET /items/<id> and "
-            "GET /items?limit=20 with our JSON, each edge route with its API's; without a key ours answers 401")
+            "GET /items?limit=20 with our JSON, each edge route with its API's; without a key ours "
+            "answers 401")
     else:
         log("contract check FAILED: " + "; ".join(report.problems))
     return report

@@ -179,11 +179,11 @@ def baseline_section(results: Results, a: Analysis) -> list[str]:
     lines = [
         "## This round against the baseline revision",
         "",
-        (f"Ours at `{b.commit[:12] if b else '?'}` (\"{b.subject if b else '?'}\"), built from a git worktree "
-         f"of that commit with its own Dockerfile (`{b.image if b else '?'}`), run as a clone of compose's "
-         "`flask-api` (the same limits, settings, hardening and database), took its turns with the other "
-         "candidates in every repetition. It had no edge, no API keys and no metrics: it is measured "
-         "directly, without a key; ours as it ships, with one. Ratios: ours ÷ the baseline."),
+        (f"Ours at `{b.commit[:12] if b else '?'}` (\"{b.subject if b else '?'}\"), built from a git "
+         f"worktree of that commit with its own Dockerfile (`{b.image if b else '?'}`), run as a clone "
+         "of compose's `flask-api` (the same limits, settings, hardening and database), took its turns "
+         "with the other candidates in every repetition. It had no edge, no API keys and no metrics: it "
+         "is measured directly, without a key; ours as it ships, with one. Ratios: ours ÷ the baseline."),
         "",
         ("| endpoint | ours req/s | baseline req/s | req/s ours ÷ baseline | ours API CPU µs/req "
          "| baseline API CPU µs/req | CPU ours ÷ baseline |"),
@@ -315,7 +315,8 @@ def value_text(value: float, fmt=f2) -> str:
 
 
 def targets_section(a: Analysis) -> list[str]:
-    lines = ["## Targets (issues 6, 14, 15 and 19)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    lines = ["## Targets (issues 6, 14, 15 and 19)", "",
+             "| target | measured | goal | |", "|---|---|---|---|"]
     for c in a.checks:
         verdict = "met" if c.met else "**missed**"
         lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
