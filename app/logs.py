@@ -23,11 +23,14 @@ import logging.config
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import Flask, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Where the request id waits in the WSGI environ for log records made during the request.
+ENVIRON_KEY = "items.request_id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
 # Characters a log line takes from one request field (path, method): a 64 KB
 # path must not make a 64 KB line. What is cut is said at the end.
@@ -83,8 +86,8 @@ class RequestIdFilter(logging.Filter):
     """Adds the current request id to every record logged during a request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context() and "request_id" in g:
-            record.request_id = g.request_id
+        if has_request_context() and ENVIRON_KEY in request.environ:
+            record.request_id = request.environ[ENVIRON_KEY]
         return True
 
 
@@ -132,20 +135,44 @@ class RequestLog:
             handler.stream.flush()
 
 
-def _start_request() -> None:
-    g.started = time.perf_counter()
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else current_app.extensions["request_ids"].new()
+class RequestLogging:
+    """WSGI middleware around Flask: the request id and the request's log line.
+
+    Outside Flask's hooks, so it costs no request-context lookups, and it
+    sees every answer Flask gives, errors included. Inside ProxyFix, so the
+    client address it logs is the one the edge saw.
+    """
+
+    def __init__(self, wsgi_app: Callable) -> None:
+        self._app = wsgi_app
+        self._ids = RequestIds()
+        self._log = RequestLog()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else self._ids.new()
+        environ[ENVIRON_KEY] = request_id
+        status = 0
+
+        def start(status_line: str, headers: list, exc_info=None) -> Callable:
+            nonlocal status
+            status = int(status_line[:3])
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status_line, headers, exc_info)
+
+        body = self._app(environ, start)
+        if self._log.enabled:
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            self._log.write(environ.get("REMOTE_ADDR"), environ.get("REQUEST_METHOD", ""),
+                            _path(environ), status, duration_ms, request_id)
+        return body
 
 
-def _finish_request(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.request_id
-    request_log: RequestLog = current_app.extensions["request_log"]
-    if request_log.enabled:
-        duration_ms = round((time.perf_counter() - g.started) * 1000, 3)
-        request_log.write(request.remote_addr, request.method, request.path, response.status_code,
-                          duration_ms, g.request_id)
-    return response
+def _path(environ: dict) -> str:
+    """The request path as Flask's `request.path` gives it (PEP 3333 strings are latin-1)."""
+    raw = environ.get("PATH_INFO") or ""
+    return "/" + raw.encode("latin-1").decode("utf-8", "replace").lstrip("/")
 
 
 def clip(text: str) -> str:
@@ -156,7 +183,5 @@ def clip(text: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["request_ids"] = RequestIds()
-    app.extensions["request_log"] = RequestLog()
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
+    """Wrap the app; call it before any other WSGI middleware (ProxyFix) wraps it."""
+    app.wsgi_app = RequestLogging(app.wsgi_app)
