@@ -32,6 +32,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Werkzeug answers 413 from Content-Length before reading, and stops a
     # chunked body as soon as it passes the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    logs.init_app(app)  # the request id and log line, around everything below
     if config.proxy_hops:
         # The client's address and scheme as the edge saw them (request.remote_addr, logs).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)
@@ -50,7 +51,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pool"] = pool
     app.extensions["cursor_key"] = bytes(row[0])
 
-    logs.init_app(app)  # first: every later hook and error has the request id
     headers.init_app(app)
     auth.init_app(app, pool, required=config.auth_required)  # before any handler reads the request
     errors.register(app)

@@ -13,7 +13,9 @@ without one, or with two (Granian joins them with a comma), is a 400.
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from collections.abc import Callable, Iterable
+
+from flask import Flask, request
 
 from .errors import Problem
 
@@ -26,15 +28,34 @@ def _one_host() -> None:
         raise Problem(400, "Bad Request", "An HTTP/1.1 request needs exactly one Host header.")
 
 
-def _response_headers(response: Response) -> Response:
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if response.status_code in (204, 304) or response.calculate_content_length() == 0:
-        response.headers.pop("Content-Type", None)  # Flask's default, text/html, names no body
-    if "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "no-cache" if "ETag" in response.headers else "no-store"
-    return response
+class ResponseHeaders:
+    """WSGI middleware that completes every response's headers, Flask's own answers included.
+
+    At the WSGI layer rather than in an `after_request` hook: the headers
+    are a list of pairs here, so no response object is touched.
+    """
+
+    def __init__(self, wsgi_app: Callable) -> None:
+        self._app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list, exc_info=None) -> Callable:
+            _complete(status, headers)
+            return start_response(status, headers, exc_info)
+
+        return self._app(environ, start)
+
+
+def _complete(status: str, headers: list[tuple[str, str]]) -> None:
+    names = {name.lower(): value for name, value in headers}
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    if status[:3] in ("204", "304") or names.get("content-length") == "0":
+        # Flask's default, text/html, names no body.
+        headers[:] = [(name, value) for name, value in headers if name.lower() != "content-type"]
+    if "cache-control" not in names:
+        headers.append(("Cache-Control", "no-cache" if "etag" in names else "no-store"))
 
 
 def init_app(app: Flask) -> None:
     app.before_request(_one_host)
-    app.after_request(_response_headers)
+    app.wsgi_app = ResponseHeaders(app.wsgi_app)

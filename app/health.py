@@ -36,6 +36,7 @@ _ALIVE = {
     "properties": {"status": {"const": "ok"}},
     "required": ["status"],
 }
+_ALIVE_BODY = json.dumps({"status": "ok"})
 
 
 def _database_ok() -> bool:
@@ -75,4 +76,4 @@ def ready() -> Response:
     replies={200: spec.Reply("Alive.", _ALIVE)},
 )
 def live() -> Response:
-    return Response(json.dumps({"status": "ok"}), 200, mimetype="application/json")
+    return Response(_ALIVE_BODY, 200, mimetype="application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime
 from decimal import Decimal
@@ -336,6 +337,12 @@ def test_malformed_request_id_is_replaced(api):
     for bad in ("a b", "x" * 129, "<script>"):
         response = api.get("/health/live", headers={"X-Request-ID": bad})
         assert response.headers["X-Request-ID"] not in ("", bad)
+
+
+def test_fresh_request_ids_are_well_formed_and_never_repeat(api):
+    ids = [api.get("/health/live").headers["X-Request-ID"] for _ in range(50)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
 
 
 def test_every_response_has_a_request_id(api):
