@@ -8,6 +8,8 @@ depend on one another's traffic.
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -128,6 +130,20 @@ def test_counters_and_histogram_counts_equal_what_was_sent_with_two_workers(work
             after.value("http_request_duration_seconds_count", **labels)
     # Both workers counted some of them, in files of their own.
     assert len(list(metrics_dir.glob("counter_*.db"))) == WORKERS
+
+
+def test_a_request_waiting_for_its_body_is_in_flight(workers):
+    with socket.create_connection(("127.0.0.1", workers.port), timeout=T) as sock:
+        sock.sendall(b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 40\r\n\r\n{\"name\":")  # the rest never comes
+        deadline = time.monotonic() + 5
+        while Scrape(workers.metrics_url).value("http_requests_in_flight") != 1:
+            assert time.monotonic() < deadline, "the request never showed as in flight"
+            time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while Scrape(workers.metrics_url).value("http_requests_in_flight") != 0:
+        assert time.monotonic() < deadline, "the request stayed in flight after its client left"
+        time.sleep(0.2)
 
 
 def test_pool_gauges_add_up_the_live_workers(workers):
