@@ -8,6 +8,8 @@ depend on one another's traffic.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 import uuid
@@ -163,3 +165,30 @@ def test_metrics_off_opens_no_port(migrated, tmp_path):
             requests.get(server.metrics_url, timeout=T)
     finally:
         server.stop()
+
+
+def worker_pids(server: Server) -> set[int]:
+    """Granian's worker processes: the children of its main process."""
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text()
+    return {int(pid) for pid in children.split()}
+
+
+def requests_total(scrape: Scrape) -> float:
+    return sum(v for (name, _), v in scrape.samples.items() if name == "http_requests_total")
+
+
+def test_a_worker_that_dies_keeps_its_counts_and_leaves_the_live_gauges(workers):
+    """Runs last: it has Granian replace a worker."""
+    before = Scrape(workers.metrics_url)
+    victim = min(worker_pids(workers))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while victim in worker_pids(workers) or len(worker_pids(workers)) < WORKERS \
+            or Scrape(workers.metrics_url).value("db_pool_max") != WORKERS * POOL_MAX:
+        assert time.monotonic() < deadline, "no replacement worker with its pool within 20 s"
+        time.sleep(0.2)
+    after = Scrape(workers.metrics_url)
+    assert requests_total(after) >= requests_total(before)  # the dead worker's requests still count
+    # Its pool no longer does: the pools of the WORKERS live workers, not of three.
+    assert after.value("db_pool_max") == WORKERS * POOL_MAX
+    assert after.value("http_requests_in_flight") == 0
