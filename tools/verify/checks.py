@@ -400,8 +400,8 @@ def check_swarm_metrics_unpublished(t: SwarmTarget) -> Outcome:
                   + ", ".join(str(p.get("PublishedPort")) for p in bad))
 
 
-@check("METRICS-UNPUBLISHED", "the metrics port answers on the backend network, never on the host or through "
-       "the edge", cis="5.9", services=(API,), live=True, swarm=Variant(check_swarm_metrics_unpublished))
+@check("METRICS-UNPUBLISHED", "the metrics port is not published nor proxied by the edge, and answers on the "
+       "backend network", cis="5.9", services=(API,), live=True, swarm=Variant(check_swarm_metrics_unpublished))
 def check_metrics_unpublished(t: Target) -> Outcome:
     """Request counts, routes and pool figures are for Prometheus on the backend network: published or
     proxied, they would tell anyone how the service is used and when it struggles.
@@ -409,6 +409,9 @@ def check_metrics_unpublished(t: Target) -> Outcome:
     The port must not be published, must answer a scrape on the container's
     backend address (asked from inside the container), and GET /metrics
     through the stack's entry point (the edge) must not return the metrics.
+    The server listens on every address of the container (HOST): the other
+    containers on the `edge` network could scrape it too, as could root on
+    the host through any bridge network.
     """
     port = metrics_port(t)
     if port is None:
