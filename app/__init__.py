@@ -51,6 +51,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pool"] = pool
     app.extensions["cursor_key"] = bytes(row[0])
 
+    if config.metrics_enabled:
+        from . import metrics  # only now: see app/metrics.py
+
+        metrics.init_app(app, pool)
     headers.init_app(app)
     auth.init_app(app, pool, required=config.auth_required)  # before any handler reads the request
     errors.register(app)

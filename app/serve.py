@@ -9,6 +9,9 @@ requests queue on the pool while fighting over the GIL.
 HTTP/1.1 only: Granian's HTTP/2 lets a client that opens a few streams,
 sends part of each body and hangs up leak the blocking threads for good, so
 the API never speaks it; the edge speaks HTTP/2 to clients where wanted.
+
+With METRICS=on the main process also answers Prometheus on METRICS_PORT
+(app/exposition.py), from the files the workers write.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
-from . import logs
+from . import exposition, logs
 from .config import Config
 from .watchdog import EXIT_WEDGED, Watchdog
 
@@ -32,6 +35,8 @@ WORKERS_KILL_TIMEOUT = 8
 # A client must send its request headers within this many seconds, so slow
 # clients cannot hold connections open for long.
 HEADER_READ_TIMEOUT_MS = 10_000
+# The exit code of a setting the server cannot work with (as for a malformed one, app/__main__.py).
+EXIT_CONFIG = 2
 
 
 def serve(config: Config) -> int:
@@ -46,8 +51,17 @@ def serve(config: Config) -> int:
             "blocking_threads": config.threads,
             "pool_max": config.pool_max,
             "watchdog_timeout": config.watchdog_timeout,
+            "metrics_port": config.metrics_port if config.metrics_enabled else None,
         },
     )
+    if config.metrics_enabled:  # before the workers exist: they inherit the directory
+        try:
+            directory = exposition.prepare(config.metrics_dir)
+            exposition.start(config.host, config.metrics_port, directory)
+        except OSError as e:  # a read-only directory, a port in use: say which, and stop
+            log.error("cannot serve metrics: %s (PROMETHEUS_MULTIPROC_DIR must be writable, a tmpfs; "
+                      "METRICS_PORT free; or METRICS=off)", e, extra={"event": "metrics.error"})
+            return EXIT_CONFIG
     server = Server(
         "app:create_app",
         factory=True,

@@ -11,10 +11,10 @@ from .config import (
     APIS,
     BASELINE,
     BASELINE_SCENARIOS,
+    CLONES,
     COMPARISONS,
     EDGE_ROUTES,
     LATENCY_SCENARIOS,
-    OURS_NO_AUTH,
     PEERS,
     SCENARIO_LABELS,
     SCENARIOS,
@@ -179,8 +179,8 @@ def _throughput_checks(a: Analysis) -> list[Check]:
 
 
 def _comparison_checks(a: Analysis) -> list[Check]:
-    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15;
-    against the baseline revision, issue 19)."""
+    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15; with
+    metrics, issue 18; against the baseline revision, issue 19)."""
     checks = []
     for c in COMPARISONS:
         if c.goal is not None:
@@ -242,7 +242,7 @@ def analyse(results: Results) -> Analysis:
         return Throughput.of(results.runs_of(key, scenario, c))
 
     tp = {scn: {k: of(k, scn) for k in (*APIS, BASELINE)} for scn in SCENARIOS}
-    for key in (OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (*CLONES, *EDGE_ROUTES, "ceiling", "pgbench"):
         tp["get"][key] = of(key, "get")
     tp["live"] = {k: of(k, "live") for k in ("ours", BASELINE)}
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}

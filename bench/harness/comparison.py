@@ -18,12 +18,11 @@ from .baseline import baseline_image
 from .config import (
     APIS,
     BASELINE,
+    CLONES,
     EDGE_LIMIT_SETTINGS,
     EDGE_ROUTES,
     EDGES,
     LATENCY_SCENARIOS,
-    NO_AUTH_SETTINGS,
-    OURS_NO_AUTH,
     PEERS,
     SCENARIOS,
     Settings,
@@ -57,11 +56,12 @@ def describe_machine(docker: Docker) -> Machine:
 
 
 def start_candidates(stack: Stack, results: Results) -> None:
-    """Our stack, seeded, then ours without API keys, ours at the baseline revision, the peers, the
-    edge in front of the Flask peer and the framework ceiling beside it."""
+    """Our stack, seeded, then ours once more with a setting changed (CLONES), ours at the baseline
+    revision, the peers, the edge in front of the Flask peer and the framework ceiling beside it."""
     stack.start()
     stack.seed()
-    clone_ours(stack, OURS_NO_AUTH, NO_AUTH_SETTINGS)
+    for clone in CLONES.values():
+        clone_ours(stack, clone.key, clone.settings)
     start_baseline(stack, results.baseline)
     for key, peer in PEERS.items():
         start_peer(stack, peer)
@@ -93,16 +93,16 @@ def warm_up(stack: Stack, load: Load) -> None:
     for key in (*APIS, BASELINE):
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
-    for key in (OURS_NO_AUTH, "ceiling", *EDGE_ROUTES):
+    for key in (*CLONES, "ceiling", *EDGE_ROUTES):
         load.wrk(stack.candidates[key], "get", s.connections, s.warmup)
 
 
 def throughput_plan(s: Settings) -> list[Step]:
-    """Every scenario for the APIs and ours at the baseline revision (`get` also for ours without keys,
-    through the edge and for both ceilings), /health/live for ours and the baseline, and `get` at high
-    concurrency for the APIs' scaling."""
+    """Every scenario for the APIs and ours at the baseline revision (`get` also for ours once more
+    with a setting changed (CLONES), through the edge and for both ceilings), /health/live for ours and
+    the baseline, and `get` at high concurrency for the APIs' scaling."""
     apis = [*APIS, BASELINE]
-    get = [*apis, OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"]
+    get = [*apis, *CLONES, *EDGE_ROUTES, "ceiling", "pgbench"]
     plan = [(scn, s.connections, get if scn == "get" else apis) for scn in SCENARIOS]
     plan.append(("live", s.connections, ["ours", BASELINE]))
     plan.append(("get", s.high_connections, list(APIS)))

@@ -34,6 +34,8 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "PROXY_HOPS": "edge"}, "PROXY_HOPS"),
         ({"DATABASE_URL": URL, "API_AUTH": "optional"}, "API_AUTH"),
         ({"DATABASE_URL": URL, "API_DOCS": "yes"}, "API_DOCS"),
+        ({"DATABASE_URL": URL, "METRICS": "yes"}, "METRICS"),
+        ({"DATABASE_URL": URL, "METRICS_PORT": "5000"}, "METRICS_PORT"),
         ({"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": "/nonexistent/secret"}, "DATABASE_PASSWORD_FILE"),
     ],
 )
@@ -46,6 +48,13 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_variable(command, ov
     assert named in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_unwritable_metrics_directory_exits_2_naming_it():
+    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, PROMETHEUS_MULTIPROC_DIR="/proc/no-metrics-here"))
+    assert result.returncode == 2
+    assert "PROMETHEUS_MULTIPROC_DIR must be writable" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_empty_password_file_is_refused(tmp_path):
