@@ -50,7 +50,11 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pool"] = pool
     app.extensions["cursor_key"] = bytes(row[0])
 
-    logs.init_app(app)  # first: every later hook and error has the request id
+    if config.metrics_enabled:  # first: it counts what any later hook answers itself
+        from . import metrics  # only now: see app/metrics.py
+
+        metrics.init_app(app, pool)
+    logs.init_app(app)  # every later hook and error has the request id
     headers.init_app(app)
     auth.init_app(app, pool, required=config.auth_required)  # before any handler reads the request
     errors.register(app)

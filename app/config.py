@@ -54,6 +54,12 @@ class Config:
     auth_required: bool = True
     # Whether /docs (Swagger UI, app/docs.py) is served: API_DOCS=on|off.
     docs_enabled: bool = True
+    # Prometheus metrics (app/metrics.py) on a port of their own: METRICS=on|off, METRICS_PORT.
+    metrics_enabled: bool = True
+    metrics_port: int = 9100
+    # Where the workers write their metrics (a tmpfs in the container); None: a fresh
+    # temporary directory (app/exposition.py).
+    metrics_dir: str | None = None
 
     @property
     def threads(self) -> int:
@@ -79,6 +85,10 @@ class Config:
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         blocking = env.get("BLOCKING_THREADS", "").strip()
+        port = _integer(env, "PORT", 5000, low=1, high=65535)
+        metrics_port = _integer(env, "METRICS_PORT", 9100, low=1, high=65535)
+        if metrics_port == port:
+            raise ConfigError(f"METRICS_PORT ({metrics_port}) must differ from PORT ({port})")
         return cls(
             conninfo=conninfo,
             database_password=file_password if file_password is not None else url_password,
@@ -88,7 +98,7 @@ class Config:
             log_level=log_level,
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, low=1024, high=2**31),
             host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
-            port=_integer(env, "PORT", 5000, low=1, high=65535),
+            port=port,
             workers=_integer(env, "WORKERS", 1, low=1, high=64),
             blocking_threads=(
                 _integer(env, "BLOCKING_THREADS", 0, low=1, high=1024) if blocking else None
@@ -97,6 +107,9 @@ class Config:
             proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
             auth_required=_auth(env),
             docs_enabled=_switch(env, "API_DOCS", True),
+            metrics_enabled=_switch(env, "METRICS", True),
+            metrics_port=metrics_port,
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
         )
 
 

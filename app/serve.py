@@ -9,6 +9,9 @@ requests queue on the pool while fighting over the GIL.
 HTTP/1.1 only: Granian's HTTP/2 lets a client that opens a few streams,
 sends part of each body and hangs up leak the blocking threads for good, so
 the API never speaks it; the edge speaks HTTP/2 to clients where wanted.
+
+With METRICS=on the main process also answers Prometheus on METRICS_PORT
+(app/exposition.py), from the files the workers write.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
-from . import logs
+from . import exposition, logs
 from .config import Config
 from .watchdog import EXIT_WEDGED, Watchdog
 
@@ -46,8 +49,12 @@ def serve(config: Config) -> int:
             "blocking_threads": config.threads,
             "pool_max": config.pool_max,
             "watchdog_timeout": config.watchdog_timeout,
+            "metrics_port": config.metrics_port if config.metrics_enabled else None,
         },
     )
+    if config.metrics_enabled:  # before the workers exist: they inherit the directory
+        directory = exposition.prepare(config.metrics_dir)
+        exposition.start(config.host, config.metrics_port, directory)
     server = Server(
         "app:create_app",
         factory=True,

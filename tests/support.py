@@ -75,12 +75,15 @@ class Server:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Its own metrics port too: several servers (and test runs) share this host.
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
             cwd=ROOT,
-            env={**env, "PORT": str(self.port), "HOST": "127.0.0.1"},
+            env={**env, "PORT": str(self.port), "HOST": "127.0.0.1",
+                 "METRICS_PORT": str(urlsplit(self.metrics_url).port)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

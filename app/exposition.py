@@ -1,0 +1,88 @@
+"""The metrics port, served by Granian's main process from the workers' files.
+
+Workers come and go (Granian respawns a failed one); the main process stays,
+so it answers the scrapes: prometheus_client's own HTTP server on
+METRICS_PORT, in a thread beside the watchdog, merging the files every
+worker writes under PROMETHEUS_MULTIPROC_DIR (app/metrics.py) on each scrape.
+The port is the backend network's business only: compose `expose`s it,
+never publishes it, and the edge never proxies it.
+
+prometheus_client chooses its storage on first import, from the
+environment, and Granian's workers inherit this process's environment and
+(when forked) its imported modules: so `prepare` empties the directory and
+sets the variable before anything imports prometheus_client, and before
+the workers start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("app.exposition")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The files of gauges that count live processes only (app/metrics.py: livesum), by pid.
+_LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+
+def prepare(directory: str | None) -> str:
+    """Empty `directory` (a fresh temporary one when None) and name it to every process to come.
+
+    A file left from an earlier run would be counted again (the tmpfs of a
+    restarted container is fresh, a host directory need not be).
+    """
+    path = Path(directory or tempfile.mkdtemp(prefix="items-metrics-"))
+    for leftover in path.glob("*.db"):
+        leftover.unlink()
+    os.environ[ENV] = str(path)
+    return str(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkerFiles:
+    """The registry's only collector: the live workers' files, merged, after the dead ones' live gauges go.
+
+    A worker that died mid-request leaves its in-flight count behind;
+    `mark_process_dead` drops its live* gauge files, while its counters and
+    histograms stay summed, as Prometheus expects of counters.
+    """
+
+    def __init__(self, directory: str):
+        from prometheus_client import multiprocess
+
+        self.directory = directory
+        self.files = multiprocess.MultiProcessCollector(None, path=directory)
+        self.mark_process_dead = multiprocess.mark_process_dead
+
+    def collect(self):
+        for name in os.listdir(self.directory):
+            match = _LIVE_FILE.fullmatch(name)
+            if match and not _alive(int(match.group(1))):
+                self.mark_process_dead(int(match.group(1)), self.directory)
+        return self.files.collect()
+
+
+def start(host: str, port: int, directory: str) -> None:
+    """Serve the workers' metrics on `host`:`port` from a daemon thread of this process."""
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(WorkerFiles(directory))
+    # One scrape now, in this thread: its lazy imports must not be under way while Granian
+    # forks the workers (see app/watchdog.py, `_warm_up`).
+    generate_latest(registry)
+    start_http_server(port, addr=host, registry=registry)
+    log.info("metrics served", extra={"event": "metrics.start", "port": port, "directory": directory})
