@@ -36,6 +36,7 @@ def prepare(directory: str | None) -> str:
     restarted container is fresh, a host directory need not be).
     """
     path = Path(directory or tempfile.mkdtemp(prefix="items-metrics-"))
+    path.mkdir(mode=0o700, exist_ok=True)  # inside a tmpfs that is fresh at every start
     for leftover in path.glob("*.db"):
         leftover.unlink()
     os.environ[ENV] = str(path)

@@ -28,7 +28,8 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("app.metrics")
 
-# The label of a request no route matched (404, 405 on an unknown path): one series, whatever the path.
+# The route label of a request no route took (404 for an unknown path, 405 for a method the path does not
+# take): one series, whatever the path.
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"
@@ -65,19 +66,27 @@ def _start() -> None:
     IN_FLIGHT.inc()
 
 
+# (route, method, status) -> that request's counter and histogram series: `labels()` locks and
+# builds a key on every call; a dict lookup does not. Bounded: routes x methods x statuses.
+_series: dict[tuple[str, str, int], tuple] = {}
+
+
 def _finish(response: Response) -> Response:
-    if "metrics_started" in g:
-        rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED
-        method = request.method if request.method in METHODS else OTHER_METHOD
-        REQUESTS.labels(route, method, str(response.status_code)).inc()
-        DURATION.labels(route, method).observe(time.perf_counter() - g.metrics_started)
-    return response
-
-
-def _teardown(_error: BaseException | None) -> None:
-    if g.pop("metrics_started", None) is not None:
+    """Count the response. Flask runs it for every response, an error handler's or a 500 too."""
+    started = g.pop("metrics_started", None)
+    if started is not None:
         IN_FLIGHT.dec()
+        rule, method = request.url_rule, request.method
+        key = (rule.rule if rule is not None else UNMATCHED, method if method in METHODS else OTHER_METHOD,
+               response.status_code)
+        series = _series.get(key)
+        if series is None:
+            route, method, status = key
+            series = _series.setdefault(key, (REQUESTS.labels(route, method, str(status)),
+                                              DURATION.labels(route, method)))
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
+    return response
 
 
 class PoolWatch(threading.Thread):
@@ -116,7 +125,6 @@ def init_app(app: Flask, pool: ConnectionPool) -> None:
     BUILD.labels(os.environ.get("APP_VERSION", "0.0.0-dev"), os.environ.get("APP_REVISION", "unknown")).set(1)
     app.before_request(_start)
     app.after_request(_finish)
-    app.teardown_request(_teardown)
     watch = PoolWatch(pool)
     watch.read()
     watch.start()

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from .config import (
     APIS,
+    CLONES,
     COMPARISONS,
     EDGE_ROUTES,
     LATENCY_SCENARIOS,
-    OURS_NO_AUTH,
     PEERS,
     SCENARIO_LABELS,
     SCENARIOS,
@@ -214,7 +214,7 @@ def analyse(results: Results) -> Analysis:
         return Throughput.of(results.runs_of(key, scenario, c))
 
     tp = {scn: {k: of(k, scn) for k in APIS} for scn in SCENARIOS}
-    for key in (OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (*CLONES, *EDGE_ROUTES, "ceiling", "pgbench"):
         tp["get"][key] = of(key, "get")
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis import Analysis
-from .config import APIS, LATENCY_SCENARIOS, OURS_NO_AUTH, SCENARIOS
+from .config import APIS, LATENCY_SCENARIOS, OURS_NO_AUTH, OURS_NO_METRICS, SCENARIOS
 from .records import Results
 from .shell import log
 
@@ -38,12 +38,12 @@ def throughput_axes(ax, a: Analysis) -> None:
 def limits_axes(ax, a: Analysis) -> None:
     get = a.throughput["get"]
     bars = [("ceiling", get["ceiling"].median), ("ours get", get["ours"].median),
-            ("no keys", get[OURS_NO_AUTH].median),
+            ("no keys", get[OURS_NO_AUTH].median), ("no metrics", get[OURS_NO_METRICS].median),
             ("via edge", get["ours_edge"].median), ("via edge\nHTTPS", get["ours_edge_tls"].median),
             ("pgbench\n-S", get["pgbench"].median)]
-    colors = ["#999999", COLORS["ours"], COLORS["ours"], COLORS["ours"], COLORS["ours"], "#7a5cad"]
+    colors = ["#999999", *[COLORS["ours"]] * 5, "#7a5cad"]
     drawn = ax.bar([n for n, _ in bars], [v for _, v in bars], color=colors)
-    for bar in drawn[2:5]:
+    for bar in drawn[2:6]:
         bar.set_alpha(0.6)
     for bar, (_, v) in zip(drawn, bars, strict=True):
         ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
@@ -51,7 +51,8 @@ def limits_axes(ax, a: Analysis) -> None:
     ax.set_ylabel("req/s or tps (log)")
     ax.set_title(f"Limits: ours ÷ ceiling {a.get_vs('ceiling'):.2f}×, ÷ pgbench "
                  f"{a.get_vs('pgbench'):.3f}×, with a key ÷ without "
-                 f"{a.comparison('auth_get_vs_off'):.2f}×;\n"
+                 f"{a.comparison('auth_get_vs_off'):.2f}×, metrics on ÷ off "
+                 f"{a.comparison('metrics_get_vs_off'):.2f}×;\n"
                  f"via the edge ÷ direct {a.comparison('edge_get_vs_direct'):.2f}×, "
                  f"÷ Flask peer via the edge {a.comparison('edge_get_vs_flask_edge'):.2f}×", fontsize=9)
 

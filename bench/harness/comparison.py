@@ -16,12 +16,11 @@ from pathlib import Path
 from . import footprint
 from .config import (
     APIS,
+    CLONES,
     EDGE_LIMIT_SETTINGS,
     EDGE_ROUTES,
     EDGES,
     LATENCY_SCENARIOS,
-    NO_AUTH_SETTINGS,
-    OURS_NO_AUTH,
     PEERS,
     SCENARIOS,
     Settings,
@@ -55,11 +54,12 @@ def describe_machine(docker: Docker) -> Machine:
 
 
 def start_candidates(stack: Stack, results: Results) -> None:
-    """Our stack, seeded, then ours without API keys, the peers, the edge in front of the Flask peer
+    """Our stack, seeded, then ours once more with a setting changed (CLONES), the peers, the edge in front of the Flask peer
     and the framework ceiling beside it."""
     stack.start()
     stack.seed()
-    clone_ours(stack, OURS_NO_AUTH, NO_AUTH_SETTINGS)
+    for clone in CLONES.values():
+        clone_ours(stack, clone.key, clone.settings)
     for key, peer in PEERS.items():
         start_peer(stack, peer)
         results.peer_limit_overrides[key] = peer.limits
@@ -90,7 +90,7 @@ def warm_up(stack: Stack, load: Load) -> None:
     for key in APIS:
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
-    for key in (OURS_NO_AUTH, "ceiling", *EDGE_ROUTES):
+    for key in (*CLONES, "ceiling", *EDGE_ROUTES):
         load.wrk(stack.candidates[key], "get", s.connections, s.warmup)
 
 
@@ -98,7 +98,7 @@ def throughput_plan(s: Settings) -> list[Step]:
     """Every scenario for the APIs (`get` also for ours without keys, through the edge and for both
     ceilings), /health/live for ours, and `get` at high concurrency for scaling."""
     apis = list(APIS)
-    get = [*apis, OURS_NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"]
+    get = [*apis, *CLONES, *EDGE_ROUTES, "ceiling", "pgbench"]
     plan = [(scn, s.connections, get if scn == "get" else apis) for scn in SCENARIOS]
     plan.append(("live", s.connections, ["ours"]))
     plan.append(("get", s.high_connections, apis))

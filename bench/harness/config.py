@@ -34,10 +34,11 @@ SCENARIO_LABELS = {
 }
 # The API candidates: ours and the peers (the ceilings are measured on `get` only).
 APIS = ("ours", "flask", "fastapi")
-# Ours once more beside it, without API keys (API_AUTH=off), `get` only: what the key check costs.
-# Ours itself runs as it ships (API_AUTH=required) and sends a key; the peers have no auth at all.
+# Ours once more beside it with one setting changed (CLONES below), `get` only: what that costs.
+# Ours itself runs as it ships (API_AUTH=required, METRICS=on) and sends a key; the peers have no
+# auth and no metrics at all.
 OURS_NO_AUTH = "ours_no_auth"
-NO_AUTH_SETTINGS = {"API_AUTH": "off"}
+OURS_NO_METRICS = "ours_no_metrics"
 # The package behind /docs (Swagger UI's JavaScript and CSS): its size in our image is reported.
 DOCS_PACKAGE = "flask-swagger-ui"
 
@@ -78,10 +79,25 @@ class Comparison:
     goal: float | None = None   # at least
 
 
-# Issue 15: the key check, in the same run as ours without it.
-AUTH_COMPARISONS = (
-    Comparison("auth_get_vs_off", "ours with a key / ours with API_AUTH=off", "ours", OURS_NO_AUTH, 0.9),
-)
+@dataclass(frozen=True)
+class Clone:
+    """Ours once more, as compose runs it but with `settings`: a feature's cost, measured side by side."""
+
+    key: str
+    settings: dict[str, str]
+    label: str                  # its row in the report
+    comparison: Comparison      # ours / this clone (the issue's target)
+
+
+# Issue 15: the key check; issue 18: the metrics. Each in the same run as ours without it.
+CLONES = {c.key: c for c in (
+    Clone(OURS_NO_AUTH, {"API_AUTH": "off"}, "ours, `API_AUTH=off`, no key",
+          Comparison("auth_get_vs_off", "ours with a key / ours with API_AUTH=off", "ours", OURS_NO_AUTH, 0.9)),
+    Clone(OURS_NO_METRICS, {"METRICS": "off"}, "ours, `METRICS=off`, with a key",
+          Comparison("metrics_get_vs_off", "ours with metrics / ours with METRICS=off", "ours",
+                     OURS_NO_METRICS, 0.95)),
+)}
+CLONE_COMPARISONS = tuple(c.comparison for c in CLONES.values())
 
 # Issue 14: through the edge, over keep-alive connections.
 EDGE_COMPARISONS = (
@@ -97,7 +113,7 @@ EDGE_COMPARISONS = (
                "flask_edge", "flask"),
 )
 # Every named comparison, by name in latest.json's ratios; those with a goal are targets.
-COMPARISONS = (*EDGE_COMPARISONS, *AUTH_COMPARISONS)
+COMPARISONS = (*EDGE_COMPARISONS, *CLONE_COMPARISONS)
 
 
 @dataclass(frozen=True)

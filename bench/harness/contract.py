@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import ssl
 
-from .config import EDGE_ROUTES, OURS_NO_AUTH, PEERS
+from .config import CLONES, EDGE_ROUTES, OURS_NO_AUTH, PEERS
 from .records import ContractCheck
 from .shell import get_json, log
 from .stack import Candidate, Stack
@@ -66,12 +66,12 @@ def _same(status: int, body: dict | None, peer_status: int, peer_body: dict | No
 
 
 def contract_check(stack: Stack) -> ContractCheck:
-    """Every peer and ours without API keys answer `GET /items/<id>` and `GET /items?limit=20` with our
+    """Every peer and ours once more (CLONES: without API keys, without metrics) answer `GET /items/<id>` and `GET /items?limit=20` with our
     JSON, every edge route with its API's; and the key is checked where it is sent."""
     paths = (f"/items/{stack.id_range[0]}", "/items?limit=20")
     tls = ssl.create_default_context(cafile=str(stack.tls_cert))
     report = ContractCheck()
-    pairs = ([(key, "ours") for key in (*PEERS, OURS_NO_AUTH)]
+    pairs = ([(key, "ours") for key in (*PEERS, *CLONES)]
              + [(key, r.api) for key, r in EDGE_ROUTES.items()])
     for key, reference in pairs:
         c, ref = stack.candidates[key], stack.candidates[reference]

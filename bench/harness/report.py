@@ -10,8 +10,9 @@ from .analysis import Analysis, Throughput, analyse
 from .chart import chart
 from .config import (
     APIS,
-    AUTH_COMPARISONS,
     BASE_IMAGE,
+    CLONE_COMPARISONS,
+    CLONES,
     DOCS_PACKAGE,
     EDGE_COMPARISONS,
     EDGE_IMAGE,
@@ -75,7 +76,7 @@ def header(results: Results) -> list[str]:
          f"create`). Without one it answers {_statuses(results, lambda k: k != OURS_NO_AUTH)}. The peers "
          "keep their own auth off (their templates ship none), as does the constant route. Ours once more "
          f"with `API_AUTH=off` (without a key: {_statuses(results, lambda k: k == OURS_NO_AUTH)}) measures "
-         "what the key check costs."),
+         "what the key check costs; with `METRICS=off` (and a key), what the metrics cost."),
         (f"- Data: {s.seed_items:,} seeded items, ids drawn uniformly; PostgreSQL 18 of the stack (its own "
          "prod limits). Peers' answers equal ours: "
          f"{'yes' if results.contract_check.ok else 'NO, see latest.json'}."),
@@ -151,22 +152,22 @@ def edge_section(a: Analysis) -> list[str]:
     return [*lines, "", *comparison_rows(a, EDGE_COMPARISONS)]
 
 
-def auth_section(a: Analysis) -> list[str]:
+def clones_section(a: Analysis) -> list[str]:
+    """Ours against itself with one feature off (API keys, metrics): what each feature costs."""
     get = a.throughput["get"]
-    with_key, without = get["ours"], get[OURS_NO_AUTH]
+    rows = [("ours as it ships, with a key", get["ours"])] + [(c.label, get[key]) for key, c in CLONES.items()]
     return [
-        "## API keys, `GET /items/<id>`",
+        "## API keys and metrics, `GET /items/<id>`",
         "",
-        ("Ours with a key against ours once more with `API_AUTH=off` (a clone of the compose container: the "
-         "same image, settings, limits and database), taking turns in the same repetitions."),
+        ("Ours as it ships (`API_AUTH=required`, `METRICS=on`) against ours once more with one of them off "
+         "(clones of the compose container: the same image, settings, limits and database), taking turns "
+         "in the same repetitions."),
         "",
         "| candidate | req/s | API CPU µs/req | PostgreSQL CPU µs/req |",
         "|---|---|---|---|",
-        f"| ours, with a key | {cell(with_key)} | {f0(with_key.cpu_us)} | {f0(with_key.pg_cpu_us)} |",
-        (f"| ours, `API_AUTH=off`, no key | {cell(without)} | {f0(without.cpu_us)} | "
-         f"{f0(without.pg_cpu_us)} |"),
+        *(f"| {label} | {cell(t)} | {f0(t.cpu_us)} | {f0(t.pg_cpu_us)} |" for label, t in rows),
         "",
-        *comparison_rows(a, AUTH_COMPARISONS),
+        *comparison_rows(a, CLONE_COMPARISONS),
     ]
 
 
@@ -277,7 +278,7 @@ def value_text(value: float, fmt=f2) -> str:
 
 
 def targets_section(a: Analysis) -> list[str]:
-    lines = ["## Targets (issues 6, 14 and 15)", "", "| target | measured | goal | |", "|---|---|---|---|"]
+    lines = ["## Targets (issues 6, 14, 15 and 18)", "", "| target | measured | goal | |", "|---|---|---|---|"]
     for c in a.checks:
         verdict = "met" if c.met else "**missed**"
         lines.append(f"| {c.target} | {value_text(c.value)} | {c.detail} | {verdict} |")
@@ -285,7 +286,7 @@ def targets_section(a: Analysis) -> list[str]:
 
 
 def markdown(results: Results, a: Analysis) -> str:
-    sections = [header(results), throughput_section(a), auth_section(a), edge_section(a),
+    sections = [header(results), throughput_section(a), clones_section(a), edge_section(a),
                 limits_section(results, a),
                 cpu_section(a),
                 latency_section(results, a), scaling_section(results, a), footprint_section(results),
@@ -300,11 +301,11 @@ def print_summary(a: Analysis) -> None:
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
-    for title, comparisons in (("API keys", AUTH_COMPARISONS), ("Through the edge", EDGE_COMPARISONS)):
+    for title, comparisons in (("API keys and metrics", CLONE_COMPARISONS), ("Through the edge", EDGE_COMPARISONS)):
         print(f"\n{title}, GET /items/<id>:")
         for c in comparisons:
             print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×")
-    print("\nTargets (issues 6, 14 and 15; reported, never asserted):")
+    print("\nTargets (issues 6, 14, 15 and 18; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")
         print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")
