@@ -33,7 +33,7 @@ HELP = {
 def backups() -> list[dict] | None:
     """Barman's list of backups of SERVER, or None when Barman fails."""
     try:
-        done = subprocess.run(["barman", "-q", "-f", "json", "list-backups", SERVER],
+        done = subprocess.run(["barman", "-f", "json", "list-backups", SERVER],
                               capture_output=True, text=True, timeout=8, check=False)
         return json.loads(done.stdout)[SERVER] if done.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError):

@@ -31,6 +31,6 @@ SELECT 'CREATE ROLE monitoring' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rol
 SELECT format('ALTER ROLE monitoring LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
               :'monitoring_password') \gexec
 \unset monitoring_password
-ALTER ROLE monitoring CONNECTION LIMIT 3;
+ALTER ROLE monitoring CONNECTION LIMIT 5;
 GRANT pg_monitor TO monitoring;
 SQL
