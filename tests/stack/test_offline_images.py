@@ -524,7 +524,7 @@ def test_nginx_exporter_reads_stub_status_as_1001(res, tmp_path):
 
 def uid_of_pid1_top(name: str) -> str:
     """The uid of a container's main process, from the engine (the image has no cat)."""
-    return docker("top", name, "-o", "uid").stdout.split()[1]
+    return docker("top", name, "-o", "pid,uid").stdout.split()[3]
 
 
 def test_python_image_headers_and_tools():
