@@ -2,7 +2,7 @@
 
 The alert rules (build/monitoring/alerts.yml) are only as good as their expressions: each
 alert's firing, its grace period and its resolving are unit-tested in
-tests/unit/prometheus/alerts_test.yml, and promtool checks the configuration and the rules
+tests/unit/prometheus/*_test.yml, and promtool checks the configuration and the rules
 as Prometheus would load them. promtool is the host's when installed, else the one in the
 prom/prometheus image (a local stand-in here, tools/offline_images.py), run with the
 repository mounted read-only. A few seconds in all.
@@ -22,6 +22,7 @@ from tools.offline_images import PROMETHEUS_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = "build/monitoring"
+TESTS = ("tests/unit/prometheus/alerts_test.yml", "tests/unit/prometheus/backup_age_test.yml")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def promtool():
 
 
 def test_every_alert_fires_waits_and_resolves_as_its_unit_tests_say(promtool):
-    result = promtool("test", "rules", "tests/unit/prometheus/alerts_test.yml")
+    result = promtool("test", "rules", *TESTS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -61,8 +62,7 @@ def test_the_configuration_is_valid(promtool):
 def test_every_alert_has_a_unit_test_and_a_documented_meaning():
     rules = yaml.safe_load((ROOT / MONITORING / "alerts.yml").read_text())
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
-    tested = {t["alertname"] for case in yaml.safe_load((ROOT / "tests/unit/prometheus/alerts_test.yml")
-                                                        .read_text())["tests"]
+    tested = {t["alertname"] for path in TESTS for case in yaml.safe_load((ROOT / path).read_text())["tests"]
               for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
     assert names - tested == set(), "alerts never seen firing in alerts_test.yml"
     docs = (ROOT / "docs" / "observability.md").read_text()
