@@ -13,8 +13,11 @@ in tests/unit/prometheus/alerts_test.yml). Then:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -120,6 +123,19 @@ def test_every_target_prometheus_scrapes_is_up(monitoring):
     # scrapes fired has resolved).
     assert {r["name"] for g in monitoring.api("rules")["groups"] for r in g["rules"]} >= {"PostgresDown", "ApiDown"}
     until(lambda: monitoring.firing() == set(), 60, "no alert firing", monitoring.firing)
+
+
+def test_the_verifier_finds_prometheus_targets_up_and_the_profile_hardened(monitoring, stack):
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--project", stack.project,
+                        "--json", "--wait", "120"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=monitoring.env)
+    findings = [f for f in json.loads(r.stdout)["findings"] if f["service"] in SERVICES]
+    assert {f["service"] for f in findings} == set(SERVICES)
+    assert [(f["service"], f["id"], f["detail"]) for f in findings if f["result"] == "fail"] == []
+    # The only warnings: the nginx exporter's image (FROM scratch upstream) cannot have a health check.
+    assert {(f["service"], f["id"]) for f in findings if f["result"] == "warn"} == {
+        ("nginx-exporter", "HEALTHCHECK"), ("nginx-exporter", "HEALTHY")}
+    assert [f["detail"] for f in findings if f["id"] == "PROM-TARGETS"] == [f"{len(JOBS)} targets up"]
 
 
 def test_a_postgres_outage_fires_the_database_and_pool_alerts_which_resolve_after_recovery(monitoring, stack):
