@@ -101,6 +101,11 @@ class Monitoring:
     def targets(self) -> dict[str, str]:
         return {t["labels"]["job"]: t["health"] for t in self.api("targets", state="active")["activeTargets"]}
 
+    def value(self, query: str) -> float | None:
+        """The single value of an instant query, None when it has no sample."""
+        result = self.api("query", query=query)["result"]
+        return float(result[0]["value"][1]) if len(result) == 1 else None
+
     def firing(self) -> set[str]:
         return {a["labels"]["alertname"] for a in self.api("alerts")["alerts"] if a["state"] == "firing"}
 
@@ -123,6 +128,15 @@ def test_every_target_prometheus_scrapes_is_up(monitoring):
     # scrapes fired has resolved).
     assert {r["name"] for g in monitoring.api("rules")["groups"] for r in g["rules"]} >= {"PostgresDown", "ApiDown"}
     until(lambda: monitoring.firing() == set(), 60, "no alert firing", monitoring.firing)
+
+
+def test_the_backup_figures_arrive_from_barman_and_from_postgres(monitoring):
+    # Barman answered the backup service's scrape; pg_receivewal streams (the exporter's own query).
+    until(lambda: monitoring.value("barman_up") == 1 and monitoring.value("pg_backup_streaming_connected") == 1,
+          60, "barman_up 1 and WAL streaming",
+          lambda: (monitoring.value("barman_up"), monitoring.value("pg_backup_streaming_connected")))
+    assert monitoring.value("pg_backup_streaming_lag_bytes") is not None
+    assert monitoring.value("barman_backups") is not None
 
 
 def test_the_verifier_finds_prometheus_targets_up_and_the_profile_hardened(monitoring, stack):
