@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
 from .model import (API, BACKUP, EDGE, FAIL, NO_HEALTHCHECK, PASS, PGADMIN, POSTGRES, SERVICES, WARN,
-                    Outcome, result)
+                    WITH_SECRETS, Outcome, result)
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -402,7 +402,7 @@ def secret_mounts(attrs: dict) -> list[dict]:
     return [m for m in attrs.get("Mounts") or [] if m.get("Destination", "").startswith(SECRETS_DIR)]
 
 
-@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets")
+@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets", services=WITH_SECRETS)
 def check_secrets_mounted(t: Target) -> Outcome:
     """Secrets arrive as read-only files under /run/secrets, and every *_FILE variable names one of them.
 
@@ -457,7 +457,7 @@ READERS = (
 )
 
 
-@check("SECRETS-READABLE", "secrets readable by the service's user", live=True)
+@check("SECRETS-READABLE", "secrets readable by the service's user", services=WITH_SECRETS, live=True)
 def check_secrets_readable(t: Target) -> Outcome:
     """Compose ignores uid/gid/mode for file secrets: the host file's mode decides who can read it.
 

@@ -26,6 +26,8 @@ PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
 # Upstream's nginx exporter image is FROM scratch: no command a health check could run. It is
 # ready once running (a warning, not a failure); Prometheus' `up` for it says whether it works.
 NO_HEALTHCHECK = (NGINX_EXPORTER,)
+# The services that get secrets (passwords, the TLS key): all but Prometheus and the nginx exporter.
+WITH_SECRETS = tuple(s for s in SERVICES if s not in (PROMETHEUS, NGINX_EXPORTER))
 # The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
 EDGE_HTTP, EDGE_HTTPS = 8080, 8443
 
