@@ -50,7 +50,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pool"] = pool
     app.extensions["cursor_key"] = bytes(row[0])
 
-    if config.metrics_enabled:  # first: it counts what any later hook answers itself
+    if config.metrics_enabled:  # first: its hook sees every response the later ones make
         from . import metrics  # only now: see app/metrics.py
 
         metrics.init_app(app, pool)

@@ -152,7 +152,8 @@ def _throughput_checks(a: Analysis) -> list[Check]:
 
 
 def _comparison_checks(a: Analysis) -> list[Check]:
-    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15)."""
+    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15; with
+    metrics, issue 18)."""
     checks = []
     for c in COMPARISONS:
         if c.goal is not None:

@@ -8,7 +8,7 @@ so that the harness cannot rot between full runs. It never asserts on a timing: 
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
 answered every request with a success status (through the edge too: its per-client limits must
 not answer 429 to the benchmark's single address; ours: every request carried the run's key), that
-the peers, ours without keys and every route through an edge serve the same JSON as the API they
+the peers, ours without keys or metrics and every route through an edge serve the same JSON as the API they
 stand for, and that the key is checked where it is sent. BENCH_PROJECT names its compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
@@ -34,6 +34,7 @@ SCENARIOS = ("get", "list", "post", "patch", "mix")
 EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
 EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
 NO_AUTH = "ours_no_auth"  # ours once more with API_AUTH=off
+NO_METRICS = "ours_no_metrics"  # ours once more with METRICS=off (and a key)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
         for scenario in SCENARIOS:
             assert (key, scenario, 32) in seen
         assert (key, "get", 256) in seen
-    for key in (NO_AUTH, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (NO_AUTH, NO_METRICS, *EDGE_ROUTES, "ceiling", "pgbench"):
         assert (key, "get", 32) in seen
     assert ("ours", "live", 32) in seen
     assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
@@ -84,9 +85,16 @@ def test_ours_is_measured_with_a_key_beside_ours_without_keys(smoke: tuple[dict,
     200; with the run's key every request to ours got a 2xx (above). The ratio is reported as a target."""
     results, _ = smoke
     without_key = results["contract_check"]["without_key"]
-    assert without_key == {"ours": 401, "ours_edge": 401, "ours_edge_tls": 401, NO_AUTH: 200}
+    assert without_key == {"ours": 401, "ours_edge": 401, "ours_edge_tls": 401, NO_AUTH: 200, NO_METRICS: 401}
     assert "auth_get_vs_off" in results["analysis"]["ratios"]
     assert any("API_AUTH=off" in c["target"] for c in results["analysis"]["checks"])
+
+
+def test_ours_is_measured_beside_ours_without_metrics(smoke: tuple[dict, Path]) -> None:
+    """The clone with METRICS=off ran `get` in the same steps (above); ours ÷ it is a target (issue 18)."""
+    results, _ = smoke
+    assert "metrics_get_vs_off" in results["analysis"]["ratios"]
+    assert any("METRICS=off" in c["target"] for c in results["analysis"]["checks"])
 
 
 def test_through_the_edge_the_api_behind_it_did_the_work(smoke: tuple[dict, Path]) -> None:

@@ -33,7 +33,8 @@ import pytest
 
 from tools import verify_stack as cli
 from tools.verify import api, checks, edge, engine, monitoring, values
-from tools.verify.model import API, BACKUP, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, PROMETHEUS, CannotRun, Finding
+from tools.verify.model import (API, BACKUP, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, PROMETHEUS, CannotRun,
+                                Finding)
 from tools.verify.registry import Check, run_check
 from tools.verify.report import exit_code, render
 from tools.verify.run import COMPOSE, expected, verify
@@ -295,7 +296,7 @@ PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_p
           checks.check_db_role, api.check_auth, api.check_docs, edge.check_tls_certificate,
           edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors,
           checks.check_backup_streaming, checks.check_backup_barman, checks.check_backup_volume,
-          monitoring.check_prometheus_targets}
+          checks.check_metrics_unpublished, monitoring.check_prometheus_targets}
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():
@@ -394,6 +395,46 @@ def targets_answer(*health: tuple[str, str]) -> tuple[int, str]:
 )
 def test_prometheus_targets(answer, expected):
     assert monitoring.check_prometheus_targets(FakeTarget({}, PROMETHEUS, http=answer)) == expected
+
+
+def api_on_networks(env=(), ports=None) -> dict:
+    """An API container's record: on the stack's two networks, with `env` and published `ports`."""
+    return {"Config": {"Env": list(env)},
+            "NetworkSettings": {"Ports": ports or {"5000/tcp": None, "9100/tcp": None},
+                                "Networks": {"items_edge": {"IPAddress": "172.20.0.3"},
+                                             "items_backend": {"IPAddress": "172.21.0.4"}}}}
+
+
+SCRAPED = "# HELP app_build_info The running build\napp_build_info{revision=\"abc\",version=\"1\"} 1.0"
+
+
+def test_metrics_answering_on_the_backend_only_passes():
+    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED)], http=(404, '{"title": "Not Found"}'))
+    outcome, detail = checks.check_metrics_unpublished(t)
+    assert outcome == "pass", detail
+    assert t.commands[0][-1] == "http://172.21.0.4:9100/metrics"
+
+
+def test_published_metrics_port_fails():
+    ports = {"5000/tcp": None, "9100/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]}
+    t = FakeTarget(api_on_networks(ports=ports), API)
+    assert checks.check_metrics_unpublished(t) == ("fail", "metrics port 9100 published on 127.0.0.1:32768")
+
+
+def test_metrics_through_the_entry_point_fail():
+    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED)], http=(200, SCRAPED))
+    assert checks.check_metrics_unpublished(t) == ("fail", "GET /metrics through the entry point answers the "
+                                                           "metrics (200)")
+
+
+def test_metrics_not_answering_on_the_backend_fail():
+    t = FakeTarget(api_on_networks(["METRICS_PORT=9200"]), API, execs=[(1, "Connection refused")])
+    outcome, detail = checks.check_metrics_unpublished(t)
+    assert outcome == "fail" and "172.21.0.4:9200" in detail
+
+
+def test_metrics_off_has_no_port_to_check():
+    assert checks.check_metrics_unpublished(FakeTarget(api_on_networks(["METRICS=off"]), API))[0] == "pass"
 
 
 def test_pgadmin_ping():

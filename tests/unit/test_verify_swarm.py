@@ -352,6 +352,15 @@ def test_published_api_fails():
         FAIL, "published on *:5000->5000/tcp (ingress)")
 
 
+def test_published_metrics_port_fails():
+    assert one("METRICS-UNPUBLISHED", API) == (PASS, "port 9100 not published")
+
+    def publish(s, facts):
+        spec(s)["EndpointSpec"] = {"Ports": [{"Protocol": "tcp", "TargetPort": 9100, "PublishedPort": 9100,
+                                              "PublishMode": "host"}]}
+    assert one("METRICS-UNPUBLISHED", API, captured(**{API: publish})) == (FAIL, "port 9100 published as 9100")
+
+
 def test_the_api_is_probed_through_the_edge():
     api = targets(cls=SwarmTarget)[API]
     calls = []

@@ -373,6 +373,69 @@ def check_api_unpublished(t: Target) -> Outcome:
     return unpublished(t)
 
 
+# The API's Prometheus metrics (app/metrics.py): METRICS=on|off and METRICS_PORT, as app/config.py reads them.
+METRICS_PORT = "9100"
+# What a scrape of the metrics port always holds (app_build_info: the build, value 1).
+METRICS_MARK = "app_build_info"
+# Run in the API's container (its venv's Python, standard library only): GET a URL, print the body.
+SCRAPE = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+
+
+def metrics_port(t: Target) -> str | None:
+    """The API's metrics port, or None when METRICS=off."""
+    env = t.env()
+    if (env.get("METRICS") or "on").strip().lower() == "off":
+        return None
+    return (env.get("METRICS_PORT") or "").strip() or METRICS_PORT
+
+
+def backend_address(t: Target) -> str | None:
+    """The container's address on the stack's backend network."""
+    networks = (t.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return next((n.get("IPAddress") for name, n in networks.items() if name.endswith("_backend")), None)
+
+
+def check_swarm_metrics_unpublished(t: SwarmTarget) -> Outcome:
+    """The API's tasks serve their metrics on the backend overlay network; no published port may target it."""
+    port = metrics_port(t)
+    if port is None:
+        return PASS, "METRICS=off"
+    bad = [p for p in t.endpoint_ports() if str(p.get("TargetPort")) == port]
+    return result(not bad, f"port {port} not published", f"port {port} published as "
+                  + ", ".join(str(p.get("PublishedPort")) for p in bad))
+
+
+@check("METRICS-UNPUBLISHED", "the metrics port is not published nor proxied by the edge, and answers on the "
+       "backend network", cis="5.9", services=(API,), live=True, swarm=Variant(check_swarm_metrics_unpublished))
+def check_metrics_unpublished(t: Target) -> Outcome:
+    """Request counts, routes and pool figures are for Prometheus on the backend network: published or
+    proxied, they would tell anyone how the service is used and when it struggles.
+
+    The port must not be published, must answer a scrape on the container's
+    backend address (asked from inside the container), and GET /metrics
+    through the stack's entry point (the edge) must not return the metrics.
+    The server listens on every address of the container (HOST): the other
+    containers on the `edge` network could scrape it too, as could root on
+    the host through any bridge network.
+    """
+    port = metrics_port(t)
+    if port is None:
+        return PASS, "METRICS=off: no metrics port"
+    published = [f"{ip}:{hp}" for cp, ip, hp in port_bindings(t.attrs) if cp.split("/")[0] == port]
+    if published:
+        return FAIL, f"metrics port {port} published on {', '.join(published)}"
+    address = backend_address(t)
+    if address is None:
+        return FAIL, "not on a backend network"
+    code, output = t.exec(["/opt/venv/bin/python", "-c", SCRAPE, f"http://{address}:{port}/metrics"])
+    if code != 0 or METRICS_MARK not in output:
+        return FAIL, f"no metrics at {address}:{port} on the backend network: {output[-120:]}"
+    status, body = get(t, "/metrics")
+    if METRICS_MARK in body:
+        return FAIL, f"GET /metrics through the entry point answers the metrics ({status})"
+    return PASS, f"port {port} not published; answers on the backend ({address}); /metrics outside: {status}"
+
+
 @check("PLACEMENT", "a service with a local volume is pinned to one node", services=PINNED, swarm_only=True)
 def check_placement(t: SwarmTarget) -> Outcome:
     """A named volume lives on one node: its service must always be placed on that node, as one task.
