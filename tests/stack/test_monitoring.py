@@ -139,6 +139,21 @@ def test_the_backup_figures_arrive_from_barman_and_from_postgres(monitoring):
     assert monitoring.value("barman_backups") is not None
 
 
+def test_the_exporter_reads_postgres_as_the_least_privileged_monitoring_role(monitoring, stack):
+    def psql(sql: str) -> str:
+        return stack.compose("exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "appdb", "-v",
+                             "ON_ERROR_STOP=1", "-tA", "-c", sql).stdout.strip()
+
+    row = psql("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, "
+               "rolconnlimit, pg_has_role('monitoring', 'pg_monitor', 'MEMBER') FROM pg_roles "
+               "WHERE rolname = 'monitoring'")
+    assert row == "f|f|f|f|f|t|5|t"
+    assert psql("SELECT has_database_privilege('monitoring', 'appdb', 'CONNECT'), "
+                "has_schema_privilege('monitoring', 'app', 'USAGE')") == "f|f"
+    until(lambda: psql("SELECT DISTINCT usename FROM pg_stat_activity WHERE usename = 'monitoring'") == "monitoring",
+          30, "the exporter's connection as `monitoring`", lambda: "none")
+
+
 def test_the_verifier_finds_prometheus_targets_up_and_the_profile_hardened(monitoring, stack):
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--project", stack.project,
                         "--json", "--wait", "120"], capture_output=True, text=True, timeout=300, cwd=ROOT,
