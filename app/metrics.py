@@ -1,4 +1,4 @@
-"""Prometheus metrics: what each worker counts, and how Granian's main process serves them.
+"""Prometheus metrics: what each worker counts about its requests and its connection pool.
 
 An operator needs rates, latencies and pool exhaustion without reading logs,
 in the format every monitoring system scrapes. prometheus_client keeps the
@@ -9,15 +9,14 @@ outlives the workers, reads and merges them on each scrape (app/exposition.py).
 
 prometheus_client picks its storage when it is first imported, from
 PROMETHEUS_MULTIPROC_DIR, so this module is imported only by `create_app()`
-(in a worker, after the main process set that directory up). Requests are counted by route template (Flask's rule, never the
-raw path, so a client cannot mint series); methods outside HTTP's usual set
-count as one. The requests in flight and the pool's figures are sampled
+(in a worker, after the main process set that directory up). Requests are
+counted by route template (Flask's rule, never the raw path, so a client
+cannot mint series); methods outside HTTP's usual set count as one. The requests in flight and the pool's figures are sampled
 once a second per worker, on a timer, never per request.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -25,8 +24,6 @@ import time
 from flask import Flask, Response, g, request
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
-
-log = logging.getLogger("app.metrics")
 
 # The route label of a request no route took (404 for an unknown path, 405 for a method the path does not
 # take): one series, whatever the path.
