@@ -9,7 +9,9 @@ in tests/unit/prometheus/alerts_test.yml). Then:
 - stopping PostgreSQL drives PostgresDown and ApiPoolFailing to firing, and both resolve
   once it is back;
 - the targets page, loaded in headless Chromium, shows every target UP (a screenshot is kept
-  in test-artifacts/).
+  in test-artifacts/);
+- the verifier finds the profile hardened and every target up, and names the one it cannot
+  scrape once the nginx exporter is stopped.
 """
 from __future__ import annotations
 
@@ -114,7 +116,8 @@ class Monitoring:
 def monitoring(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
     mon = Monitoring(stack, fast_files(tmp_path_factory.mktemp("monitoring")), free_port())
     try:
-        mon.compose("up", "--detach", "--wait", "--wait-timeout", "180", *SERVICES, timeout=400)
+        # --no-deps: the stack is up already; its services stay as they are (never rebuilt here).
+        mon.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "180", *SERVICES, timeout=400)
         until(lambda: set(mon.targets()) == JOBS and set(mon.targets().values()) == {"up"}, 90,
                  "every Prometheus target up", lambda: mon.targets())
         yield mon
@@ -154,11 +157,16 @@ def test_the_exporter_reads_postgres_as_the_least_privileged_monitoring_role(mon
           30, "the exporter's connection as `monitoring`", lambda: "none")
 
 
-def test_the_verifier_finds_prometheus_targets_up_and_the_profile_hardened(monitoring, stack):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--project", stack.project,
-                        "--json", "--wait", "120"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                       env=monitoring.env)
-    findings = [f for f in json.loads(r.stdout)["findings"] if f["service"] in SERVICES]
+def verify(monitoring: Monitoring, *args: str) -> list[dict]:
+    """The verifier's findings on the monitoring profile's services."""
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "verify_stack.py"), "--project",
+                        monitoring.stack.project, "--json", *args], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT, env=monitoring.env)
+    return [f for f in json.loads(r.stdout)["findings"] if f["service"] in SERVICES]
+
+
+def test_the_verifier_finds_prometheus_targets_up_and_the_profile_hardened(monitoring):
+    findings = verify(monitoring, "--wait", "120")
     assert {f["service"] for f in findings} == set(SERVICES)
     assert [(f["service"], f["id"], f["detail"]) for f in findings if f["result"] == "fail"] == []
     # The only warnings: the nginx exporter's image (FROM scratch upstream) cannot have a health check.
@@ -220,3 +228,15 @@ def test_the_targets_page_in_chromium_shows_every_target_up(monitoring):
             page.screenshot(path=str(ARTIFACTS / "prometheus-targets.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_verifier_names_a_target_prometheus_cannot_scrape(monitoring):
+    """The weakened case: the nginx exporter stopped, its target down."""
+    monitoring.compose("stop", "nginx-exporter")
+    try:
+        until(lambda: monitoring.targets().get("edge") == "down", 30, "the edge target down", monitoring.targets)
+        found = [f for f in verify(monitoring) if f["id"] == "PROM-TARGETS"]
+        assert [f["result"] for f in found] == ["fail"]
+        assert found[0]["detail"].startswith("edge nginx-exporter:9113: "), found[0]["detail"]
+    finally:
+        monitoring.compose("start", "nginx-exporter")
