@@ -35,6 +35,8 @@ WORKERS_KILL_TIMEOUT = 8
 # A client must send its request headers within this many seconds, so slow
 # clients cannot hold connections open for long.
 HEADER_READ_TIMEOUT_MS = 10_000
+# The exit code of a setting the server cannot work with (as for a malformed one, app/__main__.py).
+EXIT_CONFIG = 2
 
 
 def serve(config: Config) -> int:
@@ -53,8 +55,13 @@ def serve(config: Config) -> int:
         },
     )
     if config.metrics_enabled:  # before the workers exist: they inherit the directory
-        directory = exposition.prepare(config.metrics_dir)
-        exposition.start(config.host, config.metrics_port, directory)
+        try:
+            directory = exposition.prepare(config.metrics_dir)
+            exposition.start(config.host, config.metrics_port, directory)
+        except OSError as e:  # a read-only directory, a port in use: say which, and stop
+            log.error("cannot serve metrics: %s (PROMETHEUS_MULTIPROC_DIR must be writable, a tmpfs; "
+                      "METRICS_PORT free; or METRICS=off)", e, extra={"event": "metrics.error"})
+            return EXIT_CONFIG
     server = Server(
         "app:create_app",
         factory=True,

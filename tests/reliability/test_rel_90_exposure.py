@@ -29,7 +29,9 @@ from reliability_support import ARTIFACTS, Results, bearer, secret_values
 
 SERVICES = ("edge", "flask-api", "postgres", "pgadmin")
 # The container port `docker compose port` is asked about, per service.
-CONTAINER_PORTS = {"edge": ("8080", "8443"), "flask-api": ("5000",), "pgadmin": ("8080",), "postgres": ("5432",)}
+# The API's: its HTTP port and its metrics (docs/observability.md), neither published.
+CONTAINER_PORTS = {"edge": ("8080", "8443"), "flask-api": ("5000", "9100"), "pgadmin": ("8080",),
+                   "postgres": ("5432",)}
 
 
 def _containers(stack) -> list[str]:
@@ -215,7 +217,7 @@ def test_only_the_edge_and_pgadmin_listen_and_on_loopback_only(stack, ops, row):
     assert published == {"edge": edge, "flask-api": set(), "postgres": set(), "pgadmin": pgadmin}, published
     assert docker_port == {"edge:8080": "127.0.0.1:{}".format(ports["API (edge, HTTP)"]),
                            "edge:8443": "127.0.0.1:{}".format(ports["API (edge, HTTPS)"]),
-                           "flask-api:5000": "", "pgadmin:8080": "127.0.0.1:{}".format(ports["pgAdmin"]),
+                           "flask-api:5000": "", "flask-api:9100": "", "pgadmin:8080": "127.0.0.1:{}".format(ports["pgAdmin"]),
                            "postgres:5432": ""}, docker_port
     assert not inspected["postgres"]["HostConfig"]["PortBindings"]
     assert not inspected["flask-api"]["HostConfig"]["PortBindings"]

@@ -149,6 +149,8 @@ def test_runs_read_only_without_capabilities_and_stops_on_sigterm(
                                 check=False).returncode == 0, 60, "postgres ready")
         docker("run", "-d", "--name", api, "--network", net, "--read-only", "--cap-drop", "ALL",
                "--security-opt", "no-new-privileges", "-p", f"127.0.0.1:{port}:5000",
+               # Its one writable path, as compose gives it: the metrics' files (docs/observability.md).
+               "--tmpfs", "/tmp:uid=10001,gid=10001,mode=0700,size=16m",
                "-v", f"{secret}:/run/secrets/db_password:ro",
                "-e", f"DATABASE_URL=postgresql://postgres@{db}:5432/appdb",
                "-e", "DATABASE_PASSWORD_FILE=/run/secrets/db_password", image)

@@ -50,6 +50,13 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_variable(command, ov
     assert SECRET not in result.stderr + result.stdout
 
 
+def test_unwritable_metrics_directory_exits_2_naming_it():
+    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, PROMETHEUS_MULTIPROC_DIR="/proc/no-metrics-here"))
+    assert result.returncode == 2
+    assert "PROMETHEUS_MULTIPROC_DIR must be writable" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_empty_password_file_is_refused(tmp_path):
     secret = tmp_path / "empty"
     secret.write_text("\n")
