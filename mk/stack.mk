@@ -4,7 +4,8 @@ COMPOSE ?= docker compose -f compose.yaml -f compose.prod.yaml
 # Give SECRETS_DIR on the command line or in the environment (not only in .env),
 # so that make and Compose use the same directory.
 SECRETS_DIR ?= secrets
-SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password backup_db_password)
+SECRET_FILES := $(addprefix $(SECRETS_DIR)/,postgres_password app_db_password pgadmin_password backup_db_password \
+	monitoring_db_password)
 # The edge's certificate and key: your own pair, or a self-signed one for localhost made in
 # SECRETS_DIR when missing. Like SECRETS_DIR, give them in the environment (not only in .env).
 export TLS_CERT_FILE ?= $(SECRETS_DIR)/tls.crt

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ("compose.yaml", "compose.prod.yaml")
 BASE_IMAGES = ("python:3.14-slim-trixie", "postgres:18-trixie", "dpage/pgadmin4:9.18",
                "nginx:1.30-trixie", "offline-images/barman:3")
-SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password", "backup_db_password")
+SECRET_NAMES = ("postgres_password", "app_db_password", "pgadmin_password", "backup_db_password",
+                "monitoring_db_password")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # The edge's per-client limits in test stacks: every test client on this host reaches the edge
 # through docker-proxy, as one address, and the suites send far more than one user would. The

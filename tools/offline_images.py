@@ -12,6 +12,9 @@ and Compose files use them without pulling:
     nginx:1.30-trixie          Debian sid's nginx (the 1.30 stable line) with our entrypoint scripts
     offline-images/barman:3    Debian sid's barman + postgresql-client-18 as uid 999 (no official
                                image exists to stand in for; the backup service builds FROM it)
+    prom/prometheus:v3.5.3     Debian sid's prometheus (+ promtool) as upstream lays it out, nobody
+    prometheuscommunity/postgres-exporter:v0.19.1   Debian sid's prometheus-postgres-exporter, nobody
+    nginx/nginx-prometheus-exporter:1.5.1           Debian sid's prometheus-nginx-exporter, 1001:1001
 
 The recipes are files, one folder per image under tools/images/ (see its README.md), so hadolint
 and shellcheck read them like every other Dockerfile and script; this script only orchestrates.
@@ -29,7 +32,8 @@ Requirements: root, debootstrap, a running Docker engine with the buildx plugin
 Usage:
     python3 tools/offline_images.py                  build what is missing or stale
     python3 tools/offline_images.py --list           show present / stale / missing
-    python3 tools/offline_images.py --only postgres  build one (python | postgres | pgadmin | nginx | barman)
+    python3 tools/offline_images.py --only postgres  build one (python | postgres | pgadmin | nginx | barman |
+                                                     prometheus | postgres-exporter | nginx-exporter)
     python3 tools/offline_images.py --force          rebuild even if up to date
     python3 tools/offline_images.py --pgadmin-tag    print the pgAdmin tag (9.18) and exit
 Options: --cache-dir DIR (base tarball + build logs), --mirror URL (Debian archive; default: the
@@ -68,6 +72,10 @@ NGINX_IMAGE = "nginx:1.30-trixie"  # the stable line; the edge's Dockerfile star
 # No official Barman image exists: a local name, not a stand-in for an upstream one.
 BARMAN_IMAGE = "offline-images/barman:3"  # the backup service's Dockerfile starts FROM it
 PGADMIN_IMAGE = f"dpage/pgadmin4:{PGADMIN_TAG}"
+# The monitoring profile's images, at the versions Debian sid ships (Prometheus' 3.5 LTS line).
+PROMETHEUS_IMAGE = "prom/prometheus:v3.5.3"
+POSTGRES_EXPORTER_IMAGE = "prometheuscommunity/postgres-exporter:v0.19.1"
+NGINX_EXPORTER_IMAGE = "nginx/nginx-prometheus-exporter:1.5.1"
 
 LABEL = "offline-images.recipe"
 BASE_REPO = "offline-images/debian-sid"
@@ -101,6 +109,9 @@ RECIPES = (
     Recipe("pgadmin", PGADMIN_IMAGE, (("PGADMIN_VERSION", PGADMIN_VERSION),)),
     Recipe("nginx", NGINX_IMAGE),
     Recipe("barman", BARMAN_IMAGE),
+    Recipe("prometheus", PROMETHEUS_IMAGE),
+    Recipe("postgres-exporter", POSTGRES_EXPORTER_IMAGE),
+    Recipe("nginx-exporter", NGINX_EXPORTER_IMAGE),
 )
 IMAGES = {r.name: r.image for r in RECIPES}
 
@@ -316,7 +327,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Build offline stand-ins for upstream images.",
                                 epilog="See the module docstring for details.")
     p.add_argument("--only", choices=sorted(IMAGES) + sorted(IMAGES.values()), metavar="NAME",
-                   help="build only this one: python, postgres, pgadmin, nginx or barman (or its image name)")
+                   help="build only this one: " + ", ".join(IMAGES) + " (or its image name)")
     p.add_argument("--list", action="store_true", help="show which images are present/stale/missing")
     p.add_argument("--force", action="store_true", help="rebuild even if the recipe label matches")
     p.add_argument("--refresh-base", action="store_true", help="run debootstrap again (implies --force)")

@@ -137,8 +137,10 @@ class Stack:
         secrets_dir = self.tmp / "secrets"
         secrets_dir.mkdir(mode=0o700)
         # Every file secret the compose files name (backup_db_password: PostgreSQL's init script
-        # makes the backup role with it, though the benchmark does not start the backup service).
-        for name in ("postgres_password", "app_db_password", "pgadmin_password", "backup_db_password"):
+        # makes the backup role with it, though the benchmark does not start the backup service;
+        # likewise monitoring_db_password and the monitoring role).
+        for name in ("postgres_password", "app_db_password", "pgadmin_password", "backup_db_password",
+                     "monitoring_db_password"):
             self.secrets[name] = secrets.token_urlsafe(32)
             path = secrets_dir / name
             path.write_text(self.secrets[name] + "\n")

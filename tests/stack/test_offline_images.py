@@ -3,7 +3,8 @@
 They check the contracts the stack relies on: postgres as root and as 999:999 on a read-only root,
 *_FILE secrets, /docker-entrypoint-initdb.d run once, TCP readiness only after init, an atomic
 first-start init; pgAdmin read-only as uid 5050 (ping + login); nginx's entrypoint contract
-(templates rendered with envsubst, /docker-entrypoint.d, uid 101, logs to stdout); the python
+(templates rendered with envsubst, /docker-entrypoint.d, uid 101, logs to stdout); Prometheus and
+the two exporters as upstream runs them (uids, paths, flags, a real scrape); the python
 image's pip behind a CA given as a build secret, and its C headers.
 
 Self-contained on purpose: only the `docker` CLI (tools/docker_cli.py), no fixtures from a conftest.
@@ -34,6 +35,9 @@ PYTHON_IMAGE = offline_images.PYTHON_IMAGE
 POSTGRES_IMAGE = offline_images.POSTGRES_IMAGE
 PGADMIN_IMAGE = offline_images.PGADMIN_IMAGE
 NGINX_IMAGE = offline_images.NGINX_IMAGE
+PROMETHEUS_IMAGE = offline_images.PROMETHEUS_IMAGE
+POSTGRES_EXPORTER_IMAGE = offline_images.POSTGRES_EXPORTER_IMAGE
+NGINX_EXPORTER_IMAGE = offline_images.NGINX_EXPORTER_IMAGE
 
 RUN_ID = uuid.uuid4().hex[:10]
 RUN_LABEL = f"e2e.offline-images.run={RUN_ID}"
@@ -52,7 +56,8 @@ def engine_and_images():
         alive = False
     if not alive:
         unavailable("no Docker engine answers (run `bash .ci/engine.sh`)")
-    missing = [img for img in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE, NGINX_IMAGE)
+    missing = [img for img in (PYTHON_IMAGE, POSTGRES_IMAGE, PGADMIN_IMAGE, NGINX_IMAGE, PROMETHEUS_IMAGE,
+                               POSTGRES_EXPORTER_IMAGE, NGINX_EXPORTER_IMAGE)
                if docker("image", "inspect", img, check=False).returncode != 0]
     if missing:
         unavailable(f"images not built: {missing} (run `python3 tools/offline_images.py`)")
@@ -446,6 +451,80 @@ def test_nginx_renders_templates_runs_entrypoint_scripts_and_serves(res, tmp_pat
     assert "06-ignored.txt" in logs(name)
     processes = [line.split(None, 2) for line in docker("top", name, "-o", "uid,pid,args").stdout.splitlines()[1:]]
     assert {uid for uid, _, args in processes if args.startswith("nginx: worker")} == {"101"}
+
+
+# ----------------------------------------------------------------------------------------------
+# prom/prometheus, prometheuscommunity/postgres-exporter, nginx/nginx-prometheus-exporter
+# ----------------------------------------------------------------------------------------------
+def image_config(image: str) -> dict:
+    return json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+
+
+def test_monitoring_image_configs_match_upstream_contracts():
+    prom = image_config(PROMETHEUS_IMAGE)
+    assert prom["Entrypoint"] == ["/bin/prometheus"]
+    assert prom["Cmd"] == ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+    assert prom["User"] == "65534:65534" and prom["WorkingDir"] == "/prometheus"
+    assert list(prom["Volumes"]) == ["/prometheus"] and list(prom["ExposedPorts"]) == ["9090/tcp"]
+    pgx = image_config(POSTGRES_EXPORTER_IMAGE)
+    assert pgx["Entrypoint"] == ["/bin/postgres_exporter"] and pgx["User"] == "65534:65534"
+    assert list(pgx["ExposedPorts"]) == ["9187/tcp"]
+    ngx = image_config(NGINX_EXPORTER_IMAGE)
+    assert ngx["Entrypoint"] == ["/usr/bin/nginx-prometheus-exporter"] and ngx["User"] == "1001:1001"
+    assert list(ngx["ExposedPorts"]) == ["9113/tcp"]
+    for image in (PROMETHEUS_IMAGE, POSTGRES_EXPORTER_IMAGE, NGINX_EXPORTER_IMAGE):
+        assert image_config(image)["Labels"].get(offline_images.LABEL), f"{image} has no recipe label"
+
+
+def metrics_of(network: str, url: str) -> str:
+    """GET `url` from a throwaway container on `network` (busybox wget of the Prometheus image)."""
+    return docker("run", "--rm", "--label", RUN_LABEL, "--network", network, "--entrypoint", "wget",
+                  PROMETHEUS_IMAGE, "-q", "-O", "-", url, check=False).stdout
+
+
+def test_prometheus_runs_read_only_as_nobody_on_its_volume_with_promtool_and_wget(res):
+    name = res.run("prom", PROMETHEUS_IMAGE, "--read-only", "--cap-drop", "ALL",
+                   "-v", f"{res.volume()}:/prometheus")
+    ready = wait_for(lambda: docker("exec", name, "wget", "-q", "-O", "-", "http://127.0.0.1:9090/-/ready",
+                                    check=False).stdout, 30, "Prometheus ready")
+    assert "Ready" in ready
+    assert uid_of_pid1(name) == "65534"
+    assert "wal" in docker("exec", name, "ls", "/prometheus").stdout.split()  # its database, in the volume
+    assert "promtool, version 3.5." in docker("exec", name, "promtool", "--version").stdout
+
+
+def test_postgres_exporter_reads_postgres_as_a_pg_monitor_role_from_a_password_file(res, tmp_path):
+    net = res.network()
+    db = res.run("db", POSTGRES_IMAGE, "--network", net, "--network-alias", "db", "-e", "POSTGRES_PASSWORD=pw")
+    wait_pg_ready(db)
+    psql(db, "postgres", "postgres", "CREATE ROLE watcher LOGIN PASSWORD 'secret-pw'; GRANT pg_monitor TO watcher")
+    secret = tmp_path / "pass"
+    secret.write_text("secret-pw\n")
+    secret.chmod(0o644)
+    res.run("pgx", POSTGRES_EXPORTER_IMAGE, "--network", net, "--network-alias", "pgx", "--read-only",
+            "-e", "DATA_SOURCE_URI=db:5432/postgres?sslmode=disable", "-e", "DATA_SOURCE_USER=watcher",
+            "-e", "DATA_SOURCE_PASS_FILE=/run/pass", "-v", f"{secret}:/run/pass:ro")
+    body = wait_for(lambda: (m := metrics_of(net, "http://pgx:9187/metrics")) and "pg_up" in m and m, 30,
+                    "postgres_exporter's metrics")
+    assert re.search(r"^pg_up 1$", body, re.MULTILINE), body[-2000:]
+
+
+def test_nginx_exporter_reads_stub_status_as_1001(res, tmp_path):
+    net = res.network()
+    conf = readable_dir(tmp_path / "conf")
+    (conf / "status.conf").write_text("server { listen 8082; location = /stub_status { stub_status; } }\n")
+    res.run("web", NGINX_IMAGE, "--network", net, "--network-alias", "web", "-v", f"{conf}:/etc/nginx/conf.d:ro")
+    exporter = res.run("ngx", NGINX_EXPORTER_IMAGE, "--network", net, "--network-alias", "ngx", "--read-only",
+                       cmd=("--nginx.scrape-uri=http://web:8082/stub_status",))
+    body = wait_for(lambda: re.search(r"^nginx_up 1$", metrics_of(net, "http://ngx:9113/metrics"), re.MULTILINE),
+                    30, "nginx_up 1")
+    assert body
+    assert uid_of_pid1_top(exporter) == "1001"
+
+
+def uid_of_pid1_top(name: str) -> str:
+    """The uid of a container's main process, from the engine (the image has no cat)."""
+    return docker("top", name, "-o", "pid,uid").stdout.split()[3]
 
 
 def test_python_image_headers_and_tools():

@@ -32,8 +32,9 @@ from pathlib import Path
 import pytest
 
 from tools import verify_stack as cli
-from tools.verify import api, checks, edge, engine, values
-from tools.verify.model import API, BACKUP, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, CannotRun, Finding
+from tools.verify import api, checks, edge, engine, monitoring, values
+from tools.verify.model import (API, BACKUP, EDGE, EDGE_HTTP, EDGE_HTTPS, PGADMIN, POSTGRES, PROMETHEUS, CannotRun,
+                                Finding)
 from tools.verify.registry import Check, run_check
 from tools.verify.report import exit_code, render
 from tools.verify.run import COMPOSE, expected, verify
@@ -295,7 +296,7 @@ PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_p
           checks.check_db_role, api.check_auth, api.check_docs, edge.check_tls_certificate,
           edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors,
           checks.check_backup_streaming, checks.check_backup_barman, checks.check_backup_volume,
-          checks.check_metrics_unpublished}
+          checks.check_metrics_unpublished, monitoring.check_prometheus_targets}
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():
@@ -372,6 +373,28 @@ def test_secrets_readable_warns_when_nothing_can_test():
 )
 def test_api_health(answer, expected):
     assert checks.check_api_health(FakeTarget({}, API, http=answer)) == expected
+
+
+def targets_answer(*health: tuple[str, str]) -> tuple[int, str]:
+    """Prometheus' /api/v1/targets answer with one active target per (job, health)."""
+    active = [{"labels": {"job": job, "instance": f"{job}:9100"}, "health": state,
+               "lastError": "" if state == "up" else "connection refused"} for job, state in health]
+    return 200, json.dumps({"status": "success", "data": {"activeTargets": active, "droppedTargets": []}})
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (targets_answer(("api", "up"), ("postgres", "up")), ("pass", "2 targets up")),
+        (targets_answer(("api", "up"), ("edge", "down")), ("fail", "edge edge:9100: connection refused")),
+        (targets_answer(), ("fail", "no active target")),
+        ((503, "Service Unavailable"), ("fail", "/api/v1/targets answered 503")),
+        (ConnectionRefusedError(111, "Connection refused"),
+         ("fail", "/api/v1/targets?state=active unreachable: [Errno 111] Connection refused")),
+    ],
+)
+def test_prometheus_targets(answer, expected):
+    assert monitoring.check_prometheus_targets(FakeTarget({}, PROMETHEUS, http=answer)) == expected
 
 
 def api_on_networks(env=(), ports=None) -> dict:

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 from .budget import PG_DEFAULTS, connection_budget, postgres_settings, update_surge
-from .model import API, BACKUP, EDGE, FAIL, PASS, PGADMIN, POSTGRES, SERVICES, WARN, Outcome, result
+from .model import (API, BACKUP, EDGE, FAIL, NO_HEALTHCHECK, PASS, PGADMIN, POSTGRES, SERVICES, WARN,
+                    WITH_SECRETS, Outcome, result)
 from .registry import Variant, check
 from .targets import SwarmTarget, Target, running_tasks, task_state
 from .values import (DEFAULT_DB, NS, SECRETS_DIR, capabilities, config_uid, database_target, duration,
@@ -85,6 +86,8 @@ def check_swarm_healthy(t: SwarmTarget) -> Outcome:
 def check_healthy(t: Target) -> Outcome:
     """Running is not serving: only the health check says the service answers."""
     health = (t.attrs.get("State") or {}).get("Health")
+    if not health and t.service in NO_HEALTHCHECK:
+        return WARN, "no health check possible (an image FROM scratch): see Prometheus' targets"
     if not health:
         return FAIL, "no health status (no health check)"
     status = health.get("Status")
@@ -96,6 +99,8 @@ def check_healthy(t: Target) -> Outcome:
 def check_healthcheck(t: Target) -> Outcome:
     """Without a health check the engine, Compose's depends_on and people cannot tell serving from up."""
     test = (t.config.get("Healthcheck") or {}).get("Test") or []
+    if not test and t.service in NO_HEALTHCHECK:
+        return WARN, "none possible (an image FROM scratch): see Prometheus' targets"
     if not test or test[0] == "NONE":
         return FAIL, "none defined" if not test else "disabled (NONE)"
     command = " ".join(test[1:])
@@ -460,7 +465,7 @@ def secret_mounts(attrs: dict) -> list[dict]:
     return [m for m in attrs.get("Mounts") or [] if m.get("Destination", "").startswith(SECRETS_DIR)]
 
 
-@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets")
+@check("SECRETS-MOUNTED", "secrets mounted read-only under /run/secrets", services=WITH_SECRETS)
 def check_secrets_mounted(t: Target) -> Outcome:
     """Secrets arrive as read-only files under /run/secrets, and every *_FILE variable names one of them.
 
@@ -515,7 +520,7 @@ READERS = (
 )
 
 
-@check("SECRETS-READABLE", "secrets readable by the service's user", live=True)
+@check("SECRETS-READABLE", "secrets readable by the service's user", services=WITH_SECRETS, live=True)
 def check_secrets_readable(t: Target) -> Outcome:
     """Compose ignores uid/gid/mode for file secrets: the host file's mode decides who can read it.
 

@@ -16,9 +16,18 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 # (compose.yaml alone) has none. The backup service (Barman, build/backup) is in every Compose
 # stack, and not yet in the Swarm stack.
 API, POSTGRES, PGADMIN, EDGE, BACKUP = "flask-api", "postgres", "pgadmin", "edge", "backup"
-SERVICES = (API, POSTGRES, PGADMIN, EDGE, BACKUP)
+# The `monitoring` profile (docs/observability.md): checked like the rest when it runs, never
+# missed when it does not.
+PROMETHEUS, POSTGRES_EXPORTER, NGINX_EXPORTER = "prometheus", "postgres-exporter", "nginx-exporter"
+MONITORING = (PROMETHEUS, POSTGRES_EXPORTER, NGINX_EXPORTER)
+SERVICES = (API, POSTGRES, PGADMIN, EDGE, BACKUP, *MONITORING)
 SWARM_SERVICES = (API, POSTGRES, PGADMIN, EDGE)
 PROD_ONLY = (EDGE,)  # absent from a development stack, and not missed there
+# Upstream's nginx exporter image is FROM scratch: no command a health check could run. It is
+# ready once running (a warning, not a failure); Prometheus' `up` for it says whether it works.
+NO_HEALTHCHECK = (NGINX_EXPORTER,)
+# The services that get secrets (passwords, the TLS key): all but Prometheus and the nginx exporter.
+WITH_SECRETS = tuple(s for s in SERVICES if s not in (PROMETHEUS, NGINX_EXPORTER))
 # The edge's container ports (build/edge/templates/edge.conf.template): plain HTTP and HTTPS.
 EDGE_HTTP, EDGE_HTTPS = 8080, 8443
 

@@ -110,8 +110,8 @@ class Entry:
 
 TABLE: list[Entry] = []
 # The modules that define checks, in the table's order: the container checks, the API's promises to
-# clients (keys, /docs), the edge's, the drills.
-MODULES = ("checks", "api", "edge", "chaos")
+# clients (keys, /docs), the edge's, the monitoring profile's, the drills.
+MODULES = ("checks", "api", "edge", "monitoring", "chaos")
 
 
 def module(entry: Entry) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import compose_project_name, default_stack, detect_profile, load_swarm, load_targets
-from .model import FAIL, PROD_ONLY, SERVICES, SWARM_SERVICES, Finding
+from .model import FAIL, MONITORING, PROD_ONLY, SERVICES, SWARM_SERVICES, Finding
 from .registry import Check, run_check, table
 from .targets import Target
 
@@ -47,8 +47,10 @@ SWARM = Orchestrator("swarm", "Swarm stack", SWARM_SERVICES, "no Swarm service",
 
 
 def expected(on: Orchestrator, targets: dict[str, Target], profile: str) -> tuple[str, ...]:
-    """The services to check: the orchestrator's, less a prod-only one (the edge) that a dev stack lacks."""
-    return tuple(s for s in on.services if s in targets or profile != "dev" or s not in PROD_ONLY)
+    """The services to check: the orchestrator's, less a prod-only one (the edge) that a dev stack lacks
+    and the monitoring profile's when it does not run."""
+    return tuple(s for s in on.services
+                 if s in targets or ((profile != "dev" or s not in PROD_ONLY) and s not in MONITORING))
 
 
 def verify(targets: dict[str, Target], profile: str, on: Orchestrator = COMPOSE) -> list[Finding]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .model import API, EDGE, EDGE_HTTP, CannotRun, NotHere
+from .model import API, EDGE, EDGE_HTTP, NO_HEALTHCHECK, CannotRun, NotHere
 from .values import SECRETS_DIR, published_port, restart_policy
 from .web import Answer, fetch
 
@@ -110,6 +110,8 @@ class Target:
         return (state.get("Health") or {}).get("Status", "no-healthcheck")
 
     def ready(self) -> bool:
+        if self.service in NO_HEALTHCHECK:
+            return self.running
         return self.health() == "healthy"
 
     def summary(self) -> str:
