@@ -54,6 +54,10 @@ class Config:
     auth_required: bool = True
     # Whether /docs (Swagger UI, app/docs.py) is served: API_DOCS=on|off.
     docs_enabled: bool = True
+    # BACKUP_SYNC=on: PostgreSQL waits for the backup service before a commit returns; the API
+    # then bounds each write's wait by `sync_commit_timeout` seconds (app/durability.py).
+    backup_sync: bool = False
+    sync_commit_timeout: float = 5.0
 
     @property
     def threads(self) -> int:
@@ -97,6 +101,8 @@ class Config:
             proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
             auth_required=_auth(env),
             docs_enabled=_switch(env, "API_DOCS", True),
+            backup_sync=_switch(env, "BACKUP_SYNC", False),
+            sync_commit_timeout=_number(env, "DB_SYNC_COMMIT_TIMEOUT", 5.0, low=0.1, high=60),
         )
 
 

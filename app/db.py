@@ -15,6 +15,7 @@ import select
 from psycopg import Connection
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import durability
 from .config import Config
 
 log = logging.getLogger("app.db")
@@ -114,6 +115,8 @@ def create_pool(config: Config) -> Pool:
         # connection comes back, so a limit here could refuse every request
         # after a long outage, before the pool ever tried to reconnect.)
         check=check_on_checkout,
+        # BACKUP_SYNC=on: each connection notices a commit the backup service did not confirm.
+        configure=durability.configure if config.backup_sync else None,
         reconnect_timeout=RECONNECT_TIMEOUT,
         reconnect_failed=reconnect_failed,
         name=APPLICATION_NAME,
