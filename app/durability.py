@@ -35,9 +35,10 @@ log = logging.getLogger("app.durability")
 
 # How PostgreSQL says a synchronous-replication wait was given up (syncrep.c, severity WARNING).
 SYNC_WAIT_CANCELED = "canceling wait for synchronous replication"
-# A committed transaction that writes nothing but its commit record: it waits for the standby
-# like any write, and changes no data.
-PROBE = "SELECT pg_current_xact_id()"
+# A transaction that writes WAL but no data (a logical-decoding message, which nothing here
+# decodes): its commit waits for the standby like any write. (A transaction that only takes
+# an xid writes no WAL before its commit record, and PostgreSQL does not make it wait.)
+PROBE = "SELECT pg_logical_emit_message(true, 'items-api', 'backup sync probe')"
 # Whether the current thread's last statement came back with that warning (see `configure`).
 _local = threading.local()
 
