@@ -11,6 +11,9 @@ from .chart import chart
 from .config import (
     APIS,
     AUTH_COMPARISONS,
+    BACKUP_COMPARISONS,
+    BACKUP_MODES,
+    BACKUP_SCENARIOS,
     BASE_IMAGE,
     DOCS_PACKAGE,
     EDGE_COMPARISONS,
@@ -23,6 +26,7 @@ from .config import (
     SCENARIO_LABELS,
     SCENARIOS,
     TARGETS,
+    backup_key,
 )
 from .records import Results, to_json, write_json
 from .shell import log
@@ -170,6 +174,28 @@ def auth_section(a: Analysis) -> list[str]:
     ]
 
 
+BACKUP_MODE_LABELS = {"none": "no backup service", "streaming": "backup service streaming WAL (the default)",
+                      "sync": "`BACKUP_SYNC=on` (synchronous standby)"}
+
+
+def backup_section(a: Analysis) -> list[str]:
+    """Issue 16: ours's writes in each backup mode (bench/harness/backups.py)."""
+    lines = [
+        "## Backups: writes with no backup service, streaming, `BACKUP_SYNC=on`",
+        "",
+        ("Ours direct, the stack switched between the modes in every repetition (the mode is "
+         "PostgreSQL's, so they take turns, the order rotating). p99: wrk's, closed loop."),
+        "",
+        "| mode | " + " | ".join(f"{SCENARIO_LABELS[s]} req/s | p99 ms" for s in BACKUP_SCENARIOS) + " |",
+        "|---|" + "---|---|" * len(BACKUP_SCENARIOS),
+    ]
+    for mode in BACKUP_MODES:
+        cells = [f"{cell(a.throughput[s][backup_key(mode)])} | {f0(a.throughput[s][backup_key(mode)].p99_ms)}"
+                 for s in BACKUP_SCENARIOS]
+        lines.append(f"| {BACKUP_MODE_LABELS[mode]} | " + " | ".join(cells) + " |")
+    return [*lines, "", *comparison_rows(a, BACKUP_COMPARISONS)]
+
+
 def cpu_section(a: Analysis) -> list[str]:
     lines = [
         "## CPU time per request (µs, median; cgroup counters of each container)",
@@ -285,7 +311,7 @@ def targets_section(a: Analysis) -> list[str]:
 
 
 def markdown(results: Results, a: Analysis) -> str:
-    sections = [header(results), throughput_section(a), auth_section(a), edge_section(a),
+    sections = [header(results), throughput_section(a), auth_section(a), edge_section(a), backup_section(a),
                 limits_section(results, a),
                 cpu_section(a),
                 latency_section(results, a), scaling_section(results, a), footprint_section(results),
@@ -304,6 +330,10 @@ def print_summary(a: Analysis) -> None:
         print(f"\n{title}, GET /items/<id>:")
         for c in comparisons:
             print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×")
+    print("\nBackups, writes:")
+    for c in BACKUP_COMPARISONS:
+        p99 = a.throughput[c.scenario][c.numerator].p99_ms
+        print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×   p99 {p99:.1f} ms")
     print("\nTargets (issues 6, 14 and 15; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")

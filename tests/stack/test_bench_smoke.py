@@ -2,8 +2,8 @@
 
 It runs every step of `make bench` (our prod stack with its edge and an API key, ours once more
 without keys, both peers, the Flask peer behind the same edge, the framework ceiling, pgbench, wrk
-over HTTP and HTTPS, the fixed-rate generator, footprint, rebuild, JSON/Markdown/PNG output) with
-tiny durations,
+over HTTP and HTTPS, the fixed-rate generator, footprint, rebuild, writes in each backup mode,
+JSON/Markdown/PNG output) with tiny durations,
 so that the harness cannot rot between full runs. It never asserts on a timing: on a shared
 machine a one-second run means nothing. It does assert that everything ran, that every candidate
 answered every request with a success status (through the edge too: its per-client limits must
@@ -115,6 +115,16 @@ def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple
     assert results["pg_connections"]["samples"] > 0
     assert results["pg_connections"]["ours"]["peak"] >= 1
     assert results["pool_budget"] >= 1
+
+
+def test_writes_were_measured_in_every_backup_mode(smoke: tuple[dict, Path]) -> None:
+    """Issue 16: ours's POST and PATCH with no backup service, with it streaming, with BACKUP_SYNC=on;
+    the streaming ratio is a target, the sync ratio and the p99s are reported."""
+    results, out = smoke
+    seen = {(r["candidate"], r["scenario"]) for r in results["runs"]}
+    assert {(f"ours_backup_{m}", s) for m in ("none", "streaming", "sync") for s in ("post", "patch")} <= seen
+    assert {"backup_post_streaming_vs_none", "backup_patch_sync_vs_none"} <= set(results["analysis"]["ratios"])
+    assert "## Backups" in (out / "latest.md").read_text()
 
 
 def test_reports_are_written(smoke: tuple[dict, Path]) -> None:
