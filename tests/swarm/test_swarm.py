@@ -490,6 +490,21 @@ def test_a_revoked_key_stops_working_within_5_s_on_every_replica(swarm) -> None:
         assert len(after) >= 20 and set(after) == {401}, (p.task, sorted(set(after), key=str))
 
 
+def test_the_backup_service_streams_and_takes_a_base_backup(swarm) -> None:
+    """The same backup service as with Compose: PostgreSQL sees its WAL receiver, and `swarm.py
+    backup` (`make swarm-backup`) takes a base backup that `swarm.py backups` lists."""
+    query = "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'barman_receive_wal'"
+    deadline = time.monotonic() + 120
+    while (swarm.docker("exec", swarm.task_container(swarm.tasks(POSTGRES)[0]), "psql", "-U", "postgres",
+                        "-tAc", query).stdout.strip() != "1"):
+        assert time.monotonic() < deadline, "no WAL receiver connected in 120 s"
+        time.sleep(2)
+    taken = swarm.tool("backup", timeout=600)
+    assert "Backup completed" in taken.stdout + taken.stderr or "Status" in taken.stdout, taken.stdout[-2000:]
+    listed = swarm.tool("backups").stdout
+    assert "main " in listed and "Size" in listed, listed[-2000:]
+
+
 def test_verifier_passes_the_deployed_stack(swarm) -> None:
     r = swarm.verify("--json", "--wait", "60")
     report = json.loads(r.stdout)
