@@ -13,6 +13,7 @@ key`, as `make swarm-key` does); every client below sends one.
 The tests, in order: the API contract through the edge (nginx) on 127.0.0.1,
 and HTTPS with HTTP/2 on its TLS port; cursors, ETags and request ids whichever
 replica answers; a revoked key refused by every replica within 5 s; the
+backup service streaming and taking a base backup (`swarm.py backup`); the
 verifier on the deployed stack; a crashed task replaced
 while requests go on; a wedged task replaced; a rolling update under load; a
 broken image rolled back; the verifier on a weakened stack; and last, `down`
