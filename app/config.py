@@ -60,6 +60,10 @@ class Config:
     # Where the workers write their metrics (a tmpfs in the container); None: a fresh
     # temporary directory (app/exposition.py).
     metrics_dir: str | None = None
+    # BACKUP_SYNC=on: PostgreSQL waits for the backup service before a commit returns; the API
+    # then bounds each write's wait by `sync_commit_timeout` seconds (app/durability.py).
+    backup_sync: bool = False
+    sync_commit_timeout: float = 5.0
 
     @property
     def threads(self) -> int:
@@ -110,6 +114,8 @@ class Config:
             metrics_enabled=_switch(env, "METRICS", True),
             metrics_port=metrics_port,
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
+            backup_sync=_switch(env, "BACKUP_SYNC", False),
+            sync_commit_timeout=_number(env, "DB_SYNC_COMMIT_TIMEOUT", 5.0, low=0.1, high=60),
         )
 
 

@@ -5,15 +5,15 @@ Each test gets its own cluster and server, since it stops the database.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from pgcluster import Cluster, new_cluster
-from support import Api, Database, Server, run_cli, undocumented
+import support
+from pgcluster import Cluster
+from support import Api, Server, undocumented
 
 # The server's pool timeout in these tests; a 503 must come within it (plus slack).
 POOL_TIMEOUT = 2.0
@@ -22,20 +22,8 @@ POOL_TIMEOUT = 2.0
 @pytest.fixture
 def own_stack(tmp_path) -> Iterator[tuple[Cluster, Server, Api]]:
     """A cluster and a server of the test's own, and a client with a write key."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        pytest.skip("needs a cluster of its own to stop (TEST_DATABASE_URL is set)")
-    cluster = new_cluster()
-    db = Database(cluster.url, cluster.password, cluster)
-    env = {**db.env(tmp_path), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
-    assert run_cli("migrate", env=env).returncode == 0
-    key = run_cli("keys", "create", "--name", "outage", "--scope", "write", env=env).stdout.strip()
-    server = Server(env, tmp_path / "server.log")
-    try:
-        with Api(server.url, key) as client:
-            yield cluster, server, client
-    finally:
-        server.stop()
-        cluster.destroy()
+    with support.own_stack(tmp_path, DB_POOL_TIMEOUT=str(POOL_TIMEOUT)) as stack:
+        yield stack
 
 
 def wait_for(url: str, status: int, within: float) -> float:

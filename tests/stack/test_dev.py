@@ -55,6 +55,7 @@ def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     client = Docker(docker.binary, cwd=checkout, env=stack.env, timeout=300)
     base = ("compose", "--env-file", str(stack.env_file), "-p", stack.project, *DEV_FILES)
     client(*base, "down", "--volumes", "--remove-orphans")
+    stack.create_data_volume()
     log = (tmp / "watch.log").open("w")
     watch = subprocess.Popen([docker.binary, *base, "up", "--watch", "flask-api"], cwd=checkout,
                              env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -76,6 +77,7 @@ def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         except subprocess.TimeoutExpired:
             os.killpg(watch.pid, signal.SIGKILL)
         client(*base, "down", "--volumes", "--remove-orphans", check=False)
+        stack.remove_data_volume()
         log.close()
 
 
