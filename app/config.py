@@ -9,6 +9,7 @@ line turns it into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class Config:
     auth_required: bool = True
     # Whether /docs (Swagger UI, app/docs.py) is served: API_DOCS=on|off.
     docs_enabled: bool = True
+    # RELOAD=on|off: Granian restarts its workers when a file under app/
+    # changes (`make dev`); only the development image can (see `_reload`).
+    reload: bool = False
 
     @property
     def threads(self) -> int:
@@ -97,6 +101,7 @@ class Config:
             proxy_hops=_integer(env, "PROXY_HOPS", 0, low=0, high=5),
             auth_required=_auth(env),
             docs_enabled=_switch(env, "API_DOCS", True),
+            reload=_reload(env),
         )
 
 
@@ -160,6 +165,21 @@ def _auth(env: Mapping[str, str]) -> bool:
     if value not in AUTH_MODES:
         raise ConfigError(f"API_AUTH must be one of {', '.join(AUTH_MODES)}, got {value!r}")
     return value == "required"
+
+
+def _reload(env: Mapping[str, str]) -> bool:
+    """RELOAD=on needs watchfiles, which only the development image has.
+
+    The production image leaves it out on purpose (a server that follows its
+    files is a development tool), so there RELOAD=on is refused at start-up
+    rather than served without reloading.
+    """
+    reload = _switch(env, "RELOAD", False)
+    if reload and importlib.util.find_spec("watchfiles") is None:
+        raise ConfigError(
+            "RELOAD=on needs watchfiles, which only the development image has (make dev)"
+        )
+    return reload
 
 
 def _watchdog(env: Mapping[str, str]) -> float:

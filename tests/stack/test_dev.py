@@ -2,7 +2,9 @@
 
 The development stack (compose.yaml + compose.dev.yaml, `docker compose up --watch`) runs from a
 temporary copy of the checkout, as a developer's own clone; the test edits a handler there the
-way many editors save a file (a new file renamed over the old) and asks the running API again. Only flask-api and its database run.
+way many editors save a file (a new file renamed over the old) and asks the running API again.
+The same container keeps running (Granian reloads its workers: no rebuild, no restart). Only
+flask-api and its database run.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
     stack, checkout, client = dev
     assert live(stack) == {"status": "ok"}
     image_before = client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api")
+    container = client.lines("compose", "-p", stack.project, *DEV_FILES, "ps", "-q", "flask-api")[0]
+    started = client.inspect(container)["State"]["StartedAt"]
     handler = checkout / "app" / "health.py"
     assert ORIGINAL in handler.read_text()
     # Saved as many editors save: a new file renamed over the old one.
@@ -94,3 +98,4 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
              interval=0.25)
     print(f"\n[{stack.project}] the edit was served {time.monotonic() - saved:.1f} s after saving")
     assert client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api") == image_before
+    assert client.inspect(container)["State"]["StartedAt"] == started, "the container restarted"

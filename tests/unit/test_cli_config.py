@@ -34,6 +34,7 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "PROXY_HOPS": "edge"}, "PROXY_HOPS"),
         ({"DATABASE_URL": URL, "API_AUTH": "optional"}, "API_AUTH"),
         ({"DATABASE_URL": URL, "API_DOCS": "yes"}, "API_DOCS"),
+        ({"DATABASE_URL": URL, "RELOAD": "yes"}, "RELOAD"),
         ({"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": "/nonexistent/secret"}, "DATABASE_PASSWORD_FILE"),
     ],
 )
