@@ -50,6 +50,12 @@ def live(stack: Stack) -> dict | None:
     return response.json() if response.status_code == 200 else None
 
 
+def started_at(stack: Stack, client: Docker) -> str:
+    """When flask-api's container started: the same after a reload, later after a restart."""
+    container = client.lines("compose", "-p", stack.project, *DEV_FILES, "ps", "-q", "flask-api")[0]
+    return client.inspect(container)["State"]["StartedAt"]
+
+
 @pytest.fixture(scope="module")
 def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path, Docker]]:
     tmp = tmp_path_factory.mktemp("dev")
@@ -86,8 +92,7 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
     stack, checkout, client = dev
     assert live(stack) == {"status": "ok"}
     image_before = client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api")
-    container = client.lines("compose", "-p", stack.project, *DEV_FILES, "ps", "-q", "flask-api")[0]
-    started = client.inspect(container)["State"]["StartedAt"]
+    started = started_at(stack, client)
     handler = checkout / "app" / "health.py"
     assert ORIGINAL in handler.read_text()
     # Saved as many editors save: a new file renamed over the old one.
@@ -99,19 +104,18 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
              interval=0.25)
     print(f"\n[{stack.project}] the edit was served {time.monotonic() - saved:.1f} s after saving")
     assert client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api") == image_before
-    assert client.inspect(container)["State"]["StartedAt"] == started, "the container restarted"
+    assert started_at(stack, client) == started, "the container restarted"
 
 
 def test_a_save_that_breaks_the_app_is_served_again_once_fixed_without_a_restart(dev) -> None:
     stack, checkout, client = dev
     before = live(stack)
     assert before is not None
-    container = client.lines("compose", "-p", stack.project, *DEV_FILES, "ps", "-q", "flask-api")[0]
-    started = client.inspect(container)["State"]["StartedAt"]
+    started = started_at(stack, client)
     handler = checkout / "app" / "health.py"
     working = handler.read_text()
     handler.write_text(working + "\nthis line is not Python\n")
     wait_for(lambda: live(stack) is None, 30, "no answer from code that does not import", interval=0.25)
     handler.write_text(working.replace('json.dumps({"status": "ok"', 'json.dumps({"status": "ok", "fixed": True'))
     wait_for(lambda: live(stack) == {**before, "fixed": True}, 30, "the fixed answer", interval=0.25)
-    assert client.inspect(container)["State"]["StartedAt"] == started, "the container restarted"
+    assert started_at(stack, client) == started, "the container restarted"
