@@ -66,7 +66,7 @@ def bare_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (
         "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
         "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT",
-        "PROXY_HOPS", "API_AUTH", "API_DOCS")}
+        "PROXY_HOPS", "API_AUTH", "API_DOCS", "RELOAD")}
     env.update(overrides)
     return env
 
