@@ -31,30 +31,37 @@ def _receiver_state(stack: Stack) -> str:
 
 
 def switch(stack: Stack, mode: str, timeout: float = 180) -> None:
-    """The stack in `mode`: the backup service stopped, or streaming asynchronously or synchronously."""
-    if mode == "none":
-        stack.compose("stop", "backup")
-        return
+    """The stack in `mode`: the backup service stopped, or streaming asynchronously or synchronously.
+
+    PostgreSQL and the API are brought to the mode's BACKUP_SYNC first, "none" included: coming
+    from "sync", a stopped backup service would otherwise leave every write waiting for it."""
     stack.env["BACKUP_SYNC"] = "on" if mode == "sync" else "off"
     r = stack.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api", check=False)
     if r.returncode != 0:
         raise RuntimeError(f"compose up for backup mode {mode} failed:\n{r.stderr[-3000:]}")
-    # Not `--wait` for the backup service: its health check is slow; its receiver is what counts.
-    stack.compose("up", "--detach", "--no-deps", "backup")
+    if mode == "none":
+        stack.compose("stop", "backup")
+    else:
+        # Not `--wait` for the backup service: its health check is slow; its receiver is what counts.
+        stack.compose("up", "--detach", "--no-deps", "backup")
     # Recreated when BACKUP_SYNC changed: PostgreSQL's CPU counter and ours follow the new containers.
     stack.pg_container = stack.compose("ps", "--quiet", "postgres").stdout.strip()
     stack.pg_cpu = cpu_counter(stack.docker.inspect(stack.pg_container)["State"]["Pid"])
-    wanted = "sync" if mode == "sync" else "async"
+    if mode != "none":
+        _await_receiver(stack, "sync" if mode == "sync" else "async", timeout)
+        settle(stack)
+    ours = stack.candidates["ours"]
+    ours.container = stack.compose("ps", "--quiet", "flask-api").stdout.strip()
+    ours.refresh(stack.docker)
+    wait_http_ok(ours.ready_url, 60)
+
+
+def _await_receiver(stack: Stack, wanted: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while (state := _receiver_state(stack)) != wanted:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{RECEIVER} not streaming as {wanted!r} in {timeout:.0f} s (now {state!r})")
         time.sleep(1)
-    settle(stack)
-    ours = stack.candidates["ours"]
-    ours.container = stack.compose("ps", "--quiet", "flask-api").stdout.strip()
-    ours.refresh(stack.docker)
-    wait_http_ok(ours.ready_url, 60)
 
 
 def settle(stack: Stack, timeout: float = 120) -> None:
