@@ -31,7 +31,8 @@ lint: venv  ## Lint every Dockerfile (hadolint) and shell script (shellcheck)
 	$(BIN)/python tools/lint.py
 
 lock: venv  ## Re-resolve requirements/*.in into hash-locked requirements/*.txt
-	cd requirements && ../$(PIP_COMPILE) -o prod.txt prod.in && ../$(PIP_COMPILE) -o dev.txt dev.in
+	cd requirements && ../$(PIP_COMPILE) -o prod.txt prod.in && ../$(PIP_COMPILE) -o dev.txt dev.in \
+		&& ../$(PIP_COMPILE) -o dev-reload.txt dev-reload.in
 
 migrate: venv  ## Apply database migrations (DATABASE_URL, DATABASE_PASSWORD_FILE)
 	$(BIN)/python -m app migrate

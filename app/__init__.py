@@ -13,7 +13,7 @@ from flask import Flask
 from psycopg_pool import PoolTimeout
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, db, docs, errors, headers, logs, openapi
+from . import auth, db, docs, durability, errors, headers, logs, openapi
 from .config import Config
 
 log = logging.getLogger("app")
@@ -49,6 +49,11 @@ def create_app(config: Config | None = None) -> Flask:
         pool.close()
         raise StartupError("the database is not migrated: run `python -m app migrate`") from None
     app.extensions["pool"] = pool
+    # Where writes get their connection: the pool itself, or with BACKUP_SYNC=on the pool behind
+    # bounded waits for the backup service.
+    app.extensions["writes"] = (
+        durability.SyncWrites(pool, config.sync_commit_timeout) if config.backup_sync else pool
+    )
     app.extensions["cursor_key"] = bytes(row[0])
 
     if config.metrics_enabled:

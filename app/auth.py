@@ -76,7 +76,9 @@ class KeyCache:
         if entry is None or now - entry.touched < TOUCH_SECONDS:
             return
         entry.touched = now
-        with self._pool.connection() as conn:
+        # Bookkeeping, not data: never wait for the backup service (BACKUP_SYNC=on) on a read.
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = local")
             conn.execute(apikeys.TOUCH, (key_id,))
 
 

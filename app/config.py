@@ -9,6 +9,7 @@ line turns it into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -68,6 +69,13 @@ class Config:
     # Where the workers write their metrics (a tmpfs in the container); None: a fresh
     # temporary directory (app/exposition.py).
     metrics_dir: str | None = None
+    # BACKUP_SYNC=on: PostgreSQL waits for the backup service before a commit returns; the API
+    # then bounds each write's wait by `sync_commit_timeout` seconds (app/durability.py).
+    backup_sync: bool = False
+    sync_commit_timeout: float = 5.0
+    # RELOAD=on|off: Granian restarts its workers when a file under app/
+    # changes (`make dev`); only the development image can (see `_reload`).
+    reload: bool = False
 
     @property
     def threads(self) -> int:
@@ -119,6 +127,9 @@ class Config:
             metrics_port=metrics_port,
             metrics_host=_host(env, "METRICS_HOST", "127.0.0.1"),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
+            backup_sync=_switch(env, "BACKUP_SYNC", False),
+            sync_commit_timeout=_number(env, "DB_SYNC_COMMIT_TIMEOUT", 5.0, low=0.1, high=60),
+            reload=_reload(env),
         )
 
 
@@ -194,6 +205,21 @@ def _auth(env: Mapping[str, str]) -> bool:
     if value not in AUTH_MODES:
         raise ConfigError(f"API_AUTH must be one of {', '.join(AUTH_MODES)}, got {value!r}")
     return value == "required"
+
+
+def _reload(env: Mapping[str, str]) -> bool:
+    """RELOAD=on needs watchfiles, which only the development image has.
+
+    The production image leaves it out on purpose (a server that follows its
+    files is a development tool), so there RELOAD=on is refused at start-up
+    rather than served without reloading.
+    """
+    reload = _switch(env, "RELOAD", False)
+    if reload and importlib.util.find_spec("watchfiles") is None:
+        raise ConfigError(
+            "RELOAD=on needs watchfiles, which only the development image has (make dev)"
+        )
+    return reload
 
 
 def _watchdog(env: Mapping[str, str]) -> float:

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.abc import Params, Query
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import durability
 from .config import Config
 
 log = logging.getLogger("app.db")
@@ -141,6 +142,8 @@ def create_pool(config: Config) -> Pool:
         # connection comes back, so a limit here could refuse every request
         # after a long outage, before the pool ever tried to reconnect.)
         check=check_on_checkout,
+        # BACKUP_SYNC=on: each connection notices a commit the backup service did not confirm.
+        configure=durability.configure if config.backup_sync else None,
         reconnect_timeout=RECONNECT_TIMEOUT,
         reconnect_failed=reconnect_failed,
         name=APPLICATION_NAME,

@@ -158,7 +158,7 @@ def list_items() -> Response:
 )
 def create_item() -> Response:
     item = payload.body(ItemIn)
-    with current_app.extensions["pool"].connection() as conn:
+    with current_app.extensions["writes"].connection() as conn:
         pk, version, item_json = conn.execute(
             INSERT, (item.name, item.description, item.price, item.quantity)
         ).fetchone()
@@ -205,7 +205,7 @@ def replace_item(item_id: str) -> Response:
     item = payload.body(ItemIn)
     versions = _if_match()
     params = (item.name, item.description, item.price, item.quantity, pk, versions, versions)
-    with current_app.extensions["pool"].connection() as conn:
+    with current_app.extensions["writes"].connection() as conn:
         row = _conditional(conn, REPLACE, params, pk)
     return _item_response(*row)
 
@@ -225,7 +225,7 @@ def patch_item(item_id: str) -> Response:
     patch = payload.body(ItemPatch, payload.PATCH_TYPES)
     versions = _if_match()
     fields = tuple(f for f in WRITABLE if f in patch.model_fields_set)
-    with current_app.extensions["pool"].connection() as conn:
+    with current_app.extensions["writes"].connection() as conn:
         if fields:
             values = tuple(getattr(patch, f) for f in fields)
             row = _conditional(conn, PATCHES[fields], (*values, pk, versions, versions), pk)
@@ -251,6 +251,6 @@ def patch_item(item_id: str) -> Response:
 def delete_item(item_id: str) -> Response:
     pk = _item_id(item_id)
     versions = _if_match()
-    with current_app.extensions["pool"].connection() as conn:
+    with current_app.extensions["writes"].connection() as conn:
         _conditional(conn, DELETE, (pk, versions, versions), pk)
     return Response(status=204)

@@ -12,11 +12,16 @@ the API never speaks it; the edge speaks HTTP/2 to clients where wanted.
 
 With METRICS=on the main process also answers Prometheus on METRICS_PORT,
 at METRICS_HOST (app/exposition.py), from the files the workers write.
+
+RELOAD=on (`make dev` only): Granian watches app/ and replaces its workers
+when a file changes, about a second after a save; a worker that fails to
+start on a broken edit is left down until the next save fixes it.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
@@ -37,6 +42,8 @@ WORKERS_KILL_TIMEOUT = 8
 HEADER_READ_TIMEOUT_MS = 10_000
 # The exit code of a setting the server cannot work with (as for a malformed one, app/__main__.py).
 EXIT_CONFIG = 2
+# What RELOAD=on watches: the app's package, nothing else.
+PACKAGE = Path(__file__).resolve().parent
 
 
 def serve(config: Config) -> int:
@@ -53,6 +60,7 @@ def serve(config: Config) -> int:
             "watchdog_timeout": config.watchdog_timeout,
             "metrics_port": config.metrics_port if config.metrics_enabled else None,
             "metrics_host": config.metrics_host if config.metrics_enabled else None,
+            "reload": config.reload,
         },
     )
     if config.metrics_enabled:  # before the workers exist: they inherit the directory
@@ -82,6 +90,9 @@ def serve(config: Config) -> int:
         log_access=False,  # the app logs each request itself, with its request id
         respawn_failed_workers=True,
         workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        reload=config.reload,
+        reload_paths=[PACKAGE],
+        reload_ignore_worker_failure=True,
     )
     watchdog = None
     if config.watchdog_timeout:

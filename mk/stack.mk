@@ -20,11 +20,15 @@ endif
 # local stand-ins built), and the CA bundle builds trust (EXTRA_CA_BUNDLE, else the host's own).
 # It prints that bundle's path; `$(PREFLIGHT) <compose command>` runs the command with it.
 PREFLIGHT = ca="$$($(PYTHON) -m tools.preflight)" && EXTRA_CA_BUNDLE="$$ca"
+# The database's volume: external (compose.yaml), so `down --volumes` cannot delete it; made here
+# before Compose needs it. Give DATA_VOLUME in the environment (not only in .env), as SECRETS_DIR.
+export DATA_VOLUME ?= $(or $(COMPOSE_PROJECT_NAME),items)_pgdata
+DATA_VOLUME_CREATE = docker volume create --label items.data=true $(DATA_VOLUME) >/dev/null
 # Image labels from git, unless set in the environment.
 export APP_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 export APP_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 
-.PHONY: engine dev up down logs psql verify verify-docs build key keys revoke-key
+.PHONY: engine dev up down destroy logs psql verify verify-docs build key keys revoke-key
 
 engine:  ## Provision and start a Docker engine (Debian, no registry needed): the only prerequisite
 	bash .ci/engine.sh $(ENGINE_DIR)
@@ -52,7 +56,7 @@ build: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build the image
 # PostgreSQL first: a database made before backups existed gets the backup service's role
 # (build/postgres/20-backup-role.sh, idempotent; new databases run it at initialisation).
 up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start the hardened stack, wait until it is healthy
-	@$(PREFLIGHT) $(COMPOSE) up --detach --wait --wait-timeout 300 postgres
+	@$(PREFLIGHT) $(DATA_VOLUME_CREATE) && $(COMPOSE) up --detach --wait --wait-timeout 300 postgres
 	$(COMPOSE) exec -T postgres sh /docker-entrypoint-initdb.d/20-backup-role.sh
 	$(COMPOSE) up --detach --wait --wait-timeout 300
 	@echo
@@ -67,7 +71,7 @@ up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Build and start th
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" http://$$($(COMPOSE) port edge 8080)/items"
 
 dev: .env $(SECRET_FILES)  ## Development loop: compose.yaml's stack, app/ changes reach the API without a rebuild
-	@$(PREFLIGHT) docker compose -f compose.yaml -f compose.dev.yaml up --watch
+	@$(PREFLIGHT) $(DATA_VOLUME_CREATE) && docker compose -f compose.yaml -f compose.dev.yaml up --watch
 
 # API keys, made inside the running API container: the key is printed once, alone on stdout,
 # so `KEY=$$(make -s key NAME=ci SCOPE=read)` captures it without it reaching any history.
@@ -82,8 +86,16 @@ revoke-key:  ## Revoke an API key by name: make revoke-key NAME=...
 	@if [ -z "$(NAME)" ]; then echo "usage: make revoke-key NAME=..." >&2; exit 2; fi
 	@$(COMPOSE) exec -T flask-api python -m app keys revoke "$(NAME)"
 
-down:  ## Stop and remove the stack's containers (data volumes are kept)
+down:  ## Stop and remove the stack's containers (the database and the backups are kept)
 	$(COMPOSE) down
+
+# The one command that deletes the database: containers, every volume of the stack (backups,
+# pgAdmin's settings) and the external data volume. CONFIRM must name the data volume.
+destroy:  ## Delete the stack AND ITS DATA for good: make destroy CONFIRM=<data volume name>
+	@if [ "$(CONFIRM)" != "$(DATA_VOLUME)" ]; then \
+	  echo "this deletes the database and its backups for good; to do it: make destroy CONFIRM=$(DATA_VOLUME)" >&2; exit 2; fi
+	$(COMPOSE) --profile restore down --volumes --remove-orphans
+	docker volume rm $(DATA_VOLUME)
 
 logs:  ## Follow the stack's logs
 	$(COMPOSE) logs --follow --tail=100

@@ -5,7 +5,7 @@
 SWARM_STACK ?= items-swarm
 SWARM := SECRETS_DIR=$(SECRETS_DIR) SWARM_STACK=$(SWARM_STACK) $(PYTHON) tools/swarm.py
 
-.PHONY: swarm-up swarm-update swarm-down swarm-verify swarm-key swarm-keys swarm-revoke-key
+.PHONY: swarm-up swarm-update swarm-down swarm-verify swarm-key swarm-keys swarm-revoke-key swarm-backup swarm-backups
 
 swarm-up: .env $(SECRET_FILES) $(TLS_CERT_FILE) $(TLS_KEY_FILE)  ## Deploy to Docker Swarm (single node if none), wait until healthy
 	$(SWARM) up
@@ -31,3 +31,10 @@ swarm-keys:  ## List the Swarm stack's API keys (never a secret)
 swarm-revoke-key:  ## Revoke an API key of the Swarm stack by name: make swarm-revoke-key NAME=...
 	@if [ -z "$(NAME)" ]; then echo "usage: make swarm-revoke-key NAME=..." >&2; exit 2; fi
 	@$(SWARM) revoke-key --name "$(NAME)"
+
+# The backup service's commands in its task (on the database's node), as `make backup` / `make backups`.
+swarm-backup:  ## Take a base backup in the Swarm stack now and show it
+	@$(SWARM) backup
+
+swarm-backups:  ## List the Swarm stack's base backups and the WAL received
+	@$(SWARM) backups

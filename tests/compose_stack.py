@@ -4,7 +4,9 @@ tests/stack (project ``items-e2e``) and tests/reliability (``items-rel``) each s
 compose.yaml + compose.prod.yaml under a project name of their own, on free loopback ports, with
 random secrets in a temporary directory and an empty env file, so that each runs beside the
 other and beside a user's own stack, and a user's .env or COMPOSE_* variables cannot change what
-is tested. `running_stack` first removes whatever an earlier run left (a daemon restart brings
+is tested. The database's volume is external, as `make up` makes it (its own name per project,
+DATA_VOLUME): `up` creates it, and `down --volumes` removes it too, which Compose alone never
+does. `running_stack` first removes whatever an earlier run left (a daemon restart brings
 back containers that have a restart policy), and removes everything, volumes included, when it
 ends, also after a failure. tests/swarm takes the engine and the secrets from here too.
 
@@ -113,7 +115,19 @@ class Stack:
         return self.docker("compose", "--env-file", str(self.env_file), "-p", self.project, *files,
                            *args, check=check, timeout=timeout, env=self.env)
 
+    @property
+    def data_volume(self) -> str:
+        return self.env["DATA_VOLUME"]
+
+    def create_data_volume(self) -> None:
+        """What `make up` does first: Compose never creates an external volume."""
+        self.docker("volume", "create", "--label", "items.data=true", self.data_volume)
+
+    def remove_data_volume(self) -> None:
+        self.docker("volume", "rm", "--force", self.data_volume)
+
     def up(self) -> None:
+        self.create_data_volume()
         r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", check=False, timeout=600)
         if r.returncode != 0:
             ps = self.compose("ps", "--all", check=False).stdout
@@ -121,7 +135,10 @@ class Stack:
             raise AssertionError(f"compose up failed ({r.returncode}):\n{r.stderr[-3000:]}\n{ps}\n{logs[-8000:]}")
 
     def down(self, *args: str) -> None:
+        """`compose down`; with --volumes the external data volume goes too (tests leave nothing)."""
         self.compose("down", "--remove-orphans", *args, timeout=180)
+        if "--volumes" in args:
+            self.remove_data_volume()
 
     def create_key(self, name: str, scope: str) -> str:
         """A new API key, made inside the API container (`make key`): only its stdout holds it."""
@@ -146,7 +163,7 @@ def new_stack(docker: Docker, tmp: Path, *, project: str, label: str, api_port: 
     env_file.write_text("")
     env = {**os.environ, "SECRETS_DIR": str(tmp / "secrets"), "API_PORT": str(api_port),
            "API_TLS_PORT": str(tls_port), "PGADMIN_PORT": str(pgadmin_port), "PGADMIN_DEFAULT_EMAIL": email,
-           **GENEROUS_EDGE_LIMITS}
+           "DATA_VOLUME": f"{project}_pgdata", **GENEROUS_EDGE_LIMITS}
     for name in FOREIGN_COMPOSE_SETTINGS:
         env.pop(name, None)
     bundle = ca_bundle()

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +66,7 @@ def bare_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (
         "DATABASE_URL", "DATABASE_PASSWORD_FILE", "DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_TIMEOUT",
         "LOG_LEVEL", "MAX_BODY_BYTES", "PORT", "HOST", "WORKERS", "BLOCKING_THREADS", "WATCHDOG_TIMEOUT",
-        "PROXY_HOPS", "API_AUTH", "API_DOCS")}
+        "PROXY_HOPS", "API_AUTH", "API_DOCS", "RELOAD")}
     env.update(overrides)
     return env
 
@@ -111,6 +113,28 @@ class Server:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+@contextmanager
+def own_stack(tmp: Path, **settings: str) -> Iterator[tuple[Cluster, Server, Api]]:
+    """A cluster and a server of the caller's own (`settings`: the server's environment), and a
+    client with a write key; for tests that stop, kill or reconfigure the database."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("needs a cluster of its own (TEST_DATABASE_URL is set)")
+    cluster = new_cluster()
+    db = Database(cluster.url, cluster.password, cluster)
+    env = {**db.env(tmp), **settings}
+    server = None
+    try:
+        assert run_cli("migrate", env=env).returncode == 0
+        key = run_cli("keys", "create", "--name", "own", "--scope", "write", env=env).stdout.strip()
+        server = Server(env, tmp / "server.log")
+        with Api(server.url, key) as client:
+            yield cluster, server, client
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.destroy()
 
 
 class RemoteServer:

@@ -199,6 +199,13 @@ SCENARIOS = """\
   T, one more written after it; `make restore TARGET_TIME=<T - 1 s>` must bring every deleted
   item back exactly as it was and the write after T must be gone (404). Recovery: the start of
   the restore to the API healthy.
+- **Both drills in both backup modes**: `(streaming)`, the default (asynchronous WAL streaming),
+  and `(sync)`, with `BACKUP_SYNC=on` (the backup service a synchronous standby; drill 1 must lose
+  no acknowledged write at all; smaller: 0.4 of the streaming drills' writes).
+- **Backups, BACKUP_SYNC=on, the backup service stopped, then started.** With it stopped every
+  write must be answered 503 problem+json within `DB_SYNC_COMMIT_TIMEOUT` (plus 3 s), never 2xx,
+  while reads of an item keep answering 200; once it is started again, writes must succeed by
+  themselves (within 90 s; Recovery says when they did).
 """
 
 

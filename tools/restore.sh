@@ -29,6 +29,10 @@ started=$(date +%s)
 say "stopping the API, PostgreSQL and the backup service"
 quiet $COMPOSE stop flask-api postgres backup
 say "restoring the newest base backup and the streamed WAL${target:+ (target $target)}"
+# The data volume is external (compose.yaml names it so; `make` exports DATA_VOLUME): made again
+# when it is gone, since Compose never creates an external volume.
+volume=${DATA_VOLUME:-${COMPOSE_PROJECT_NAME:-items}_pgdata}
+quiet "${COMPOSE%% compose*}" volume create --label items.data=true "$volume"
 quiet $COMPOSE --profile restore run --rm --no-deps backup-restore backup-restore.sh "$target"
 grep -E '^(restore:|Starting local restore|Doing PITR|Restore operation)' "$log" || :
 
@@ -37,8 +41,9 @@ quiet $COMPOSE up --detach --no-build --wait --wait-timeout 600 --no-deps postgr
 until [ "$($COMPOSE exec -T postgres psql -U postgres -d postgres -tAc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do
   sleep 0.5
 done
-say "PostgreSQL is primary again; starting the API and the backup service"
-quiet $COMPOSE up --detach --wait --wait-timeout 300 flask-api edge
+say "PostgreSQL is primary again; starting the backup service and the API"
+# The backup service first: with BACKUP_SYNC=on a write waits for it.
 quiet $COMPOSE up --detach --no-build --no-deps backup
+quiet $COMPOSE up --detach --wait --wait-timeout 300 flask-api edge
 say "done: the API is healthy; restored $( [ -n "$target" ] && echo "to $target" || echo "to the last WAL received") in $(( $(date +%s) - started )) s"
 say "the backup service takes a new base backup now (see: make backups)"

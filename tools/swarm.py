@@ -31,6 +31,7 @@ Settings (environment, or .env / --env-file for the compose variables):
                          volume names belong to the Compose stack)
     API_IMAGE            deploy this API image instead of building one
     EDGE_IMAGE           deploy this edge (nginx) image instead of building one
+    BACKUP_IMAGE         deploy this backup (Barman) image instead of building one
     API_REPLICAS         API tasks (default 3)
     SWARM_API_PORT       the API's HTTP port, on the edge (default 5100)
     SWARM_API_TLS_PORT   the API's HTTPS port, on the edge (default 5543)
@@ -72,7 +73,8 @@ API_SERVICE = "flask-api"
 EDGE_SERVICE = "edge"
 # The services built here, with the variable that names a prebuilt image instead. Their
 # images (items-api:local, items-edge:local) are tagged here by content.
-BUILT = {API_SERVICE: "API_IMAGE", EDGE_SERVICE: "EDGE_IMAGE"}
+BACKUP_SERVICE = "backup"
+BUILT = {API_SERVICE: "API_IMAGE", EDGE_SERVICE: "EDGE_IMAGE", BACKUP_SERVICE: "BACKUP_IMAGE"}
 NAMESPACE = "com.docker.stack.namespace"
 DB_NODE_LABEL = "items.db"  # where PostgreSQL (and its volume) live: compose.swarm.yaml's constraint
 INIT_LABEL = "items.swarm-init"  # on the node: this tool initialised the swarm
@@ -568,19 +570,25 @@ class Swarm:
 
     # -- API keys ---------------------------------------------------------------------------
 
-    def api_task_container(self) -> str:
-        """A running, healthy API task's container on this node (the keys live in the database:
-        any task will do)."""
-        service = f"label=com.docker.swarm.service.name={self.stack}_{API_SERVICE}"
-        found = self.docker.lines("ps", "--quiet", "--filter", service, "--filter", "health=healthy")
+    def task_container(self, service: str, healthy: bool = True) -> str:
+        """A running (healthy) task's container of `service` on this node (the keys live in the
+        database: any API task will do; the backup service has one task, on the database's node)."""
+        label = f"label=com.docker.swarm.service.name={self.stack}_{service}"
+        health = ("--filter", "health=healthy") if healthy else ()
+        found = self.docker.lines("ps", "--quiet", "--filter", label, *health)
         if not found:
-            raise CannotRun(f"no healthy {API_SERVICE} task of stack {self.stack!r} runs on this node")
+            raise CannotRun(f"no {'healthy ' if healthy else ''}{service} task of stack {self.stack!r} "
+                            "runs on this node")
         return found[0]
 
+    def in_task(self, service: str, *command: str, healthy: bool = True) -> int:
+        """`command` in a task of `service`; its stdout and stderr are ours."""
+        return self.docker("exec", self.task_container(service, healthy), *command, check=False,
+                           capture=False, timeout=900).returncode
+
     def keys(self, *action: str) -> int:
-        """`python -m app keys ACTION...` in an API task; its stdout and stderr are ours."""
-        return self.docker("exec", self.api_task_container(), "python", "-m", "app", "keys", *action,
-                           check=False, capture=False).returncode
+        """`python -m app keys ACTION...` in an API task."""
+        return self.in_task(API_SERVICE, "python", "-m", "app", "keys", *action)
 
     def key(self) -> int:
         if not self.args.name or not self.args.scope:
@@ -595,6 +603,19 @@ class Swarm:
         if not self.args.name:
             raise CannotRun("revoke-key needs --name")
         return self.keys("revoke", self.args.name)
+
+    # -- backups (the same Barman commands as `make backup` / `make backups`) -----------------
+
+    def backup(self) -> int:
+        """A base backup now, then what it took. (Before its first backup the service is not
+        healthy yet: any running task will do.)"""
+        code = self.in_task(BACKUP_SERVICE, "barman", "backup", "main", "--wait", "--wait-timeout", "300",
+                            healthy=False)
+        return code or self.in_task(BACKUP_SERVICE, "barman", "show-backup", "main", "latest", healthy=False)
+
+    def backups(self) -> int:
+        code = self.in_task(BACKUP_SERVICE, "barman", "list-backups", "main", healthy=False)
+        return code or self.in_task(BACKUP_SERVICE, "barman", "status", "main", healthy=False)
 
     # -- down -------------------------------------------------------------------------------
 
@@ -626,7 +647,7 @@ class Swarm:
         for name in self.docker.lines("service", "ls", "--format", "{{.Name}}"):
             in_use.add(self.docker("service", "inspect", "--format",
                                    "{{.Spec.TaskTemplate.ContainerSpec.Image}}", name).stdout.strip())
-        for repo in ("items-api", "items-edge"):  # the images of BUILT, as compose.yaml names them
+        for repo in ("items-api", "items-edge", "items-backup"):  # the images of BUILT, as compose.yaml names them
             for tag in self.docker.lines("image", "ls", repo, "--format", "{{.Tag}}"):
                 if re.fullmatch(r"[0-9a-f]{12}", tag) and f"{repo}:{tag}" not in in_use:
                     self.docker("image", "rm", f"{repo}:{tag}", check=False)
@@ -668,7 +689,8 @@ class Swarm:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("up", "update", "down", "render", "key", "keys", "revoke-key"))
+    p.add_argument("command", choices=("up", "update", "down", "render", "key", "keys", "revoke-key",
+                                       "backup", "backups"))
     p.add_argument("--stack", default=os.environ.get("SWARM_STACK") or DEFAULT_STACK, help="stack name")
     p.add_argument("--image", help="deploy this API image (default: build it; API_IMAGE works too)")
     p.add_argument("--env-file", help="compose variables from this file instead of .env")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from .config import (
     APIS,
+    BACKUP_MODES,
+    BACKUP_SCENARIOS,
     BASELINE,
     BASELINE_SCENARIOS,
     CLONES,
@@ -19,6 +21,7 @@ from .config import (
     SCENARIO_LABELS,
     SCENARIOS,
     TARGETS,
+    backup_key,
 )
 from .records import Footprint, LatencyRun, Results, Run, to_json
 from .stats import NAN, median, ratio
@@ -37,13 +40,15 @@ class Throughput:
     cpu_us: float       # per request, the candidate's container (through the edge: the edge's)
     pg_cpu_us: float    # per request, PostgreSQL's container
     upstream_cpu_us: float = NAN    # per request, through the edge: the API's container behind it
+    p99_ms: float = NAN             # wrk's p99 latency, closed loop
 
     @classmethod
     def of(cls, runs: list[Run]) -> Throughput:
         values = [r.rps for r in runs if not r.failed]
         return cls(median(values), min(values, default=NAN), max(values, default=NAN), len(values), len(runs),
                    sum(r.errors for r in runs), median(r.cpu_us for r in runs),
-                   median(r.pg_cpu_us for r in runs), median(r.upstream_cpu_us for r in runs))
+                   median(r.pg_cpu_us for r in runs), median(r.upstream_cpu_us for r in runs),
+                   median(r.p99_ms for r in runs))
 
     @property
     def failed(self) -> int:
@@ -114,8 +119,8 @@ class Analysis:
     def comparison(self, name: str) -> float:
         """A ratio of COMPARISONS (through the edge, with and without keys, against the baseline)."""
         c = next(c for c in COMPARISONS if c.name == name)
-        get = self.throughput["get"]
-        return ratio(getattr(get[c.numerator], c.measure), getattr(get[c.denominator], c.measure))
+        runs = self.throughput[c.scenario]
+        return ratio(getattr(runs[c.numerator], c.measure), getattr(runs[c.denominator], c.measure))
 
     def vs_baseline(self, scenario: str) -> float:
         """Ours ÷ ours at the baseline revision, median req/s."""
@@ -179,13 +184,15 @@ def _throughput_checks(a: Analysis) -> list[Check]:
 
 
 def _comparison_checks(a: Analysis) -> list[Check]:
-    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15; with
-    metrics, issue 18; against the baseline revision, issue 19)."""
+    """The named comparisons that have a goal (through the edge, issue 14; with a key, issue 15;
+    writes with the backup service streaming, issue 16; with metrics, issue 18; against the baseline
+    revision, issue 19)."""
     checks = []
     for c in COMPARISONS:
         if c.goal is not None:
             v = a.comparison(c.name)
-            checks.append(Check(f"GET /items/<id>: {c.label}", v, c.goal, c.met(v), c.goal_text))
+            target = f"GET /items/<id>: {c.label}" if c.scenario == "get" else c.label
+            checks.append(Check(target, v, c.goal, c.met(v), c.goal_text))
     return checks
 
 
@@ -245,6 +252,8 @@ def analyse(results: Results) -> Analysis:
     for key in (*CLONES, *EDGE_ROUTES, "ceiling", "pgbench"):
         tp["get"][key] = of(key, "get")
     tp["live"] = {k: of(k, "live") for k in ("ours", BASELINE)}
+    for scn in BACKUP_SCENARIOS:
+        tp[scn] |= {backup_key(mode): of(backup_key(mode), scn) for mode in BACKUP_MODES}
     lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
                    + sum(r.errors for r in results.latency_runs_of("ours")))

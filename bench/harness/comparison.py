@@ -1,8 +1,9 @@
-"""The `make bench` run: our stack (with its edge), ours once more without API keys, ours at the
-baseline revision, the peers, the edge in front of the Flask peer and the ceilings started side by
-side, then throughput (wrk, the candidates alternating within each repetition, the order rotating
-between them), latency at a fixed rate (70% of the slowest peer's throughput), PostgreSQL
-connections throughout, and the footprint last (cold starts restart the containers)."""
+"""The `make bench` run: our stack (with its edge), ours once more with a setting changed (no API
+keys, no metrics), ours at the baseline revision, the peers, the edge in front of the Flask peer and
+the ceilings started side by side, then throughput (wrk, the candidates alternating within each
+repetition, the order rotating between them), latency at a fixed rate (70% of the slowest peer's
+throughput), PostgreSQL connections throughout, the footprint (cold starts restart the containers),
+and last ours's writes in each backup mode (backups.py: the stack is switched between them)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import footprint
+from . import backups, footprint
 from .baseline import baseline_image
 from .config import (
     APIS,
@@ -177,5 +178,6 @@ def compare(settings: Settings) -> Results:
         results.pg_connections = monitor.summary(stack.candidates, (settings.connections,
                                                                     settings.high_connections))
         footprint.measure(stack, settings.cold_start_reps, results.footprint, results.runs)
+        backups.measure(stack, load, results)
     results.elapsed_s = time.monotonic() - started
     return results

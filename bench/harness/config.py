@@ -79,14 +79,16 @@ EDGE_LIMIT_SETTINGS = ("EDGE_READ_RATE", "EDGE_READ_BURST", "EDGE_WRITE_RATE", "
 
 @dataclass(frozen=True)
 class Comparison:
-    """A named ratio of two candidates' `GET /items/<id>` measures (`measure`, an attribute of
-    analysis.Throughput: the median req/s unless it says otherwise); with a goal it is a target."""
+    """A named ratio of two candidates' measures in one scenario (`GET /items/<id>` unless said;
+    `measure`, an attribute of analysis.Throughput: the median req/s unless it says otherwise); with a
+    goal it is a target."""
 
     name: str
     label: str
     numerator: str
     denominator: str
     goal: float | None = None
+    scenario: str = "get"
     at_most: bool = False       # the goal is a most (CPU), not a least (throughput)
     measure: str = "median"
 
@@ -142,8 +144,28 @@ BASELINE_COMPARISONS = (
     Comparison("baseline_edge_rps", "req/s: ours through the edge with a key, HTTP / the baseline revision "
                "direct", "ours_edge", BASELINE),
 )
+# Issue 16: ours's writes with no backup service, with it streaming WAL (as the stack ships) and
+# with BACKUP_SYNC=on (a synchronous standby). The mode is PostgreSQL's, so the modes take turns
+# within each repetition with a switch between them (bench/harness/backups.py), not side by side.
+BACKUP_MODES = ("none", "streaming", "sync")
+BACKUP_SCENARIOS = ("post", "patch")
+
+
+def backup_key(mode: str) -> str:
+    """The candidate name of ours measured in a backup mode."""
+    return f"ours_backup_{mode}"
+
+
+BACKUP_COMPARISONS = tuple(
+    c for scn in BACKUP_SCENARIOS for c in (
+        Comparison(f"backup_{scn}_streaming_vs_none", f"{SCENARIO_LABELS[scn]}: backup service streaming / none",
+                   backup_key("streaming"), backup_key("none"), 0.9, scn),
+        Comparison(f"backup_{scn}_sync_vs_none", f"{SCENARIO_LABELS[scn]}: BACKUP_SYNC=on / no backup service",
+                   backup_key("sync"), backup_key("none"), None, scn),
+    )
+)
 # Every named comparison, by name in latest.json's ratios; those with a goal are targets.
-COMPARISONS = (*EDGE_COMPARISONS, *CLONE_COMPARISONS, *BASELINE_COMPARISONS)
+COMPARISONS = (*EDGE_COMPARISONS, *CLONE_COMPARISONS, *BACKUP_COMPARISONS, *BASELINE_COMPARISONS)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from .analysis import Analysis, Throughput, analyse
 from .chart import chart
 from .config import (
     APIS,
+    BACKUP_COMPARISONS,
+    BACKUP_MODES,
+    BACKUP_SCENARIOS,
     BASELINE,
     BASELINE_COMPARISONS,
     BASELINE_SCENARIOS,
@@ -27,6 +30,7 @@ from .config import (
     SCENARIO_LABELS,
     SCENARIOS,
     TARGETS,
+    backup_key,
 )
 from .records import Results, to_json, write_json
 from .shell import log
@@ -206,6 +210,28 @@ def baseline_section(results: Results, a: Analysis) -> list[str]:
     return lines
 
 
+BACKUP_MODE_LABELS = {"none": "no backup service", "streaming": "backup service streaming WAL (the default)",
+                      "sync": "`BACKUP_SYNC=on` (synchronous standby)"}
+
+
+def backup_section(a: Analysis) -> list[str]:
+    """Issue 16: ours's writes in each backup mode (bench/harness/backups.py)."""
+    lines = [
+        "## Backups: writes with no backup service, streaming, `BACKUP_SYNC=on`",
+        "",
+        ("Ours direct, the stack switched between the modes in every repetition (the mode is "
+         "PostgreSQL's, so they take turns, the order rotating). p99: wrk's, closed loop."),
+        "",
+        "| mode | " + " | ".join(f"{SCENARIO_LABELS[s]} req/s | p99 ms" for s in BACKUP_SCENARIOS) + " |",
+        "|---|" + "---|---|" * len(BACKUP_SCENARIOS),
+    ]
+    for mode in BACKUP_MODES:
+        cells = [f"{cell(a.throughput[s][backup_key(mode)])} | {f0(a.throughput[s][backup_key(mode)].p99_ms)}"
+                 for s in BACKUP_SCENARIOS]
+        lines.append(f"| {BACKUP_MODE_LABELS[mode]} | " + " | ".join(cells) + " |")
+    return [*lines, "", *comparison_rows(a, BACKUP_COMPARISONS)]
+
+
 def cpu_section(a: Analysis) -> list[str]:
     lines = [
         "## CPU time per request (µs, median; cgroup counters of each container)",
@@ -326,7 +352,7 @@ def targets_section(a: Analysis) -> list[str]:
 
 def markdown(results: Results, a: Analysis) -> str:
     sections = [header(results), throughput_section(a), baseline_section(results, a), clones_section(a),
-                edge_section(a), limits_section(results, a),
+                edge_section(a), backup_section(a), limits_section(results, a),
                 cpu_section(a),
                 latency_section(results, a), scaling_section(results, a), footprint_section(results, a),
                 targets_section(a), ["![throughput and latency](latest.png)"]]
@@ -348,7 +374,11 @@ def print_summary(a: Analysis) -> None:
         print(f"\n{title}, GET /items/<id>:")
         for c in comparisons:
             print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×")
-    print("\nTargets (issues 6, 14, 15, 18 and 19; reported, never asserted):")
+    print("\nBackups, writes:")
+    for c in BACKUP_COMPARISONS:
+        p99 = a.throughput[c.scenario][c.numerator].p99_ms
+        print(f"  {c.label:<60} {a.comparison(c.name):5.2f}×   p99 {p99:.1f} ms")
+    print("\nTargets (issues 6, 14, 15, 16, 18 and 19; reported, never asserted):")
     for c in a.checks:
         vs = value_text(c.value, lambda v: f"{v:.2f}")
         print(f"  [{'met   ' if c.met else 'MISSED'}] {c.target}: {vs} (goal {c.detail})")

@@ -157,7 +157,9 @@ class Stack:
                if k not in (*FOREIGN_SETTINGS, *OUR_SETTINGS) and not k.startswith("EDGE_")}
         env.update(self.settings.ours_env)
         env["API_AUTH"] = "required"    # as it ships, whatever the caller's environment says
-        env.update({"SECRETS_DIR": str(secrets_dir), "BENCH_API_PORT": str(free_port()),
+        # The database's volume is external (compose.yaml): made by `start`, removed by `cleanup`.
+        env.update({"DATA_VOLUME": f"{self.settings.project}_pgdata",
+                    "SECRETS_DIR": str(secrets_dir), "BENCH_API_PORT": str(free_port()),
                     "API_PORT": str(free_port()), "API_TLS_PORT": str(free_port()),
                     "PGADMIN_PORT": str(free_port())})
         if self.ca_bundle is not None:
@@ -173,6 +175,7 @@ class Stack:
             self.docker("rm", "-f", *labelled, check=False)
         if self.env:
             self.compose("down", "--volumes", "--remove-orphans", check=False, timeout=300)
+            self.docker("volume", "rm", "--force", self.env["DATA_VOLUME"], check=False)
 
     # ---------------------------------------------------------------- images
 
@@ -210,6 +213,7 @@ class Stack:
         """`compose up --wait` of postgres, flask-api and edge; our API is the candidate "ours" (with a
         key of its own), the edge in front of it the candidates of EDGE_ROUTES with api "ours"."""
         t = time.monotonic()
+        self.docker("volume", "create", "--label", "items.data=true", self.env["DATA_VOLUME"])
         r = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", "postgres", "flask-api", "edge",
                          check=False, timeout=600)
         if r.returncode != 0:

@@ -28,6 +28,8 @@ SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
 SET log_min_duration_statement = -1;
 SET client_min_messages = warning;
+-- Never wait for the backup service this role is for (BACKUP_SYNC=on): it may not run yet.
+SET synchronous_commit = local;
 SELECT 'CREATE ROLE backup' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'backup') \gexec
 \set backup_password `cat :'secret'`
 SELECT format('ALTER ROLE backup LOGIN REPLICATION PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS',

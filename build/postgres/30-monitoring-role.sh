@@ -26,6 +26,8 @@ SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
 SET log_min_duration_statement = -1;
 SET client_min_messages = warning;
+-- Never wait for the backup service (BACKUP_SYNC=on): it may be down while this runs.
+SET synchronous_commit = local;
 SELECT 'CREATE ROLE monitoring' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'monitoring') \gexec
 \set monitoring_password `cat :'secret'`
 SELECT format('ALTER ROLE monitoring LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',

@@ -1,6 +1,7 @@
 """Database outages: fast 503s while PostgreSQL is away, recovery without a restart.
 
-Each test gets its own cluster and server, since it stops the database.
+The module has a cluster of its own, since each test stops or kills it (and has it running
+again afterwards); each test has a server of its own.
 """
 
 from __future__ import annotations
@@ -19,23 +20,50 @@ from support import Api, Database, Server, run_cli, undocumented
 POOL_TIMEOUT = 2.0
 
 
-@pytest.fixture
-def own_stack(tmp_path) -> Iterator[tuple[Cluster, Server, Api]]:
-    """A cluster and a server of the test's own, and a client with a write key."""
+@pytest.fixture(scope="module")
+def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, dict[str, str], str]]:
+    """One migrated cluster for the module, to stop and kill, with a write key (a container
+    cluster costs seconds to start); each test has it running again before the next."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs a cluster of its own to stop (TEST_DATABASE_URL is set)")
     cluster = new_cluster()
-    db = Database(cluster.url, cluster.password, cluster)
-    env = {**db.env(tmp_path), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
-    assert run_cli("migrate", env=env).returncode == 0
-    key = run_cli("keys", "create", "--name", "outage", "--scope", "write", env=env).stdout.strip()
+    try:
+        db = Database(cluster.url, cluster.password, cluster)
+        env = {**db.env(tmp_path_factory.mktemp("outage")), "DB_POOL_TIMEOUT": str(POOL_TIMEOUT)}
+        assert run_cli("migrate", env=env).returncode == 0
+        key = run_cli("keys", "create", "--name", "outage", "--scope", "write", env=env).stdout.strip()
+        yield cluster, env, key
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def own_stack(outage_cluster, tmp_path) -> Iterator[tuple[Cluster, Server, Api]]:
+    """The module's cluster, a server of the test's own, and a client with a write key."""
+    cluster, env, key = outage_cluster
     server = Server(env, tmp_path / "server.log")
     try:
         with Api(server.url, key) as client:
             yield cluster, server, client
     finally:
         server.stop()
-        cluster.destroy()
+        try:
+            cluster.psql("SELECT 1", database="postgres")
+        except Exception:  # a test stopped or killed it and failed before starting it again
+            start_again(cluster)
+
+
+def start_again(cluster: Cluster) -> None:
+    """Start a stopped or killed cluster; a crashed one may need a moment before it can."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            cluster.start()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for(url: str, status: int, within: float) -> float:
@@ -90,15 +118,7 @@ def test_killed_database_gives_fast_503s_then_recovers_without_restart(own_stack
 
     cluster.kill()
     assert_fast_503s(client)
-    deadline = time.monotonic() + 20
-    while True:  # a crashed cluster may need a moment before it can start again
-        try:
-            cluster.start()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    start_again(cluster)
 
     wait_for(server.url + "/health/ready", 200, within=5)
     assert client.get("/items", timeout=5).status_code == 200

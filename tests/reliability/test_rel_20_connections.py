@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from reliability_load import keepalive_load
@@ -25,15 +28,9 @@ from reliability_verdicts import judge_keepalive
 CONNECTIONS = 256
 
 
-def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops, bodies, row):
-    api = ops.inspect("flask-api")
-    budget = int(ops.setting("WORKERS", "1")) * int(ops.setting("DB_POOL_MAX", "4"))
-    limit = api["HostConfig"]["Memory"]
-    assert limit > 0, "the API has no memory limit: run the prod stack (compose.prod.yaml)"
-    memory_file = cgroup_memory_file(api["Id"])
-    port = urlsplit(stack.api_url).port
+def _requests(stack, host: str) -> Callable[[int, int], bytes]:
+    """Request n of connection `index`: a listing of 100 items, every fourth one a write."""
     prefix = f"relconn-{uuid.uuid4().hex[:10]}-"
-    host = f"127.0.0.1:{port}"
     listing = (f"GET /items?limit=100&sort=-price HTTP/1.1\r\nHost: {host}\r\n"
                f"{bearer_line(stack.read_key)}\r\n").encode()
 
@@ -45,6 +42,13 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
+    return make_request
+
+
+@contextmanager
+def sampling(ops, memory_file: Path | None) -> Iterator[tuple[list[int], list[int]]]:
+    """Every 0.2 s while the block runs: the app role's connections in pg_stat_activity, and the
+    API's cgroup memory when the host can read it."""
     samples: list[int] = []
     memory: list[int] = []
     stop = threading.Event()
@@ -59,12 +63,23 @@ def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        seconds = scaled(10)
-        report = keepalive_load("127.0.0.1", port, connections=CONNECTIONS, seconds=seconds,
-                                make_request=make_request, bodies=bodies, timeout=15)
+        yield samples, memory
     finally:
         stop.set()
         sampler.join(15)
+
+
+def test_256_keepalive_connections_stay_within_memory_and_pool_budget(stack, ops, bodies, row):
+    api = ops.inspect("flask-api")
+    budget = int(ops.setting("WORKERS", "1")) * int(ops.setting("DB_POOL_MAX", "4"))
+    limit = api["HostConfig"]["Memory"]
+    assert limit > 0, "the API has no memory limit: run the prod stack (compose.prod.yaml)"
+    port = urlsplit(stack.api_url).port
+    make_request = _requests(stack, f"127.0.0.1:{port}")
+    seconds = scaled(10)
+    with sampling(ops, cgroup_memory_file(api["Id"])) as (samples, memory):
+        report = keepalive_load("127.0.0.1", port, connections=CONNECTIONS, seconds=seconds,
+                                make_request=make_request, bodies=bodies, timeout=15)
     after = ops.inspect("flask-api")
     ops.api_ok(30)
 

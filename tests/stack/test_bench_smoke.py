@@ -3,13 +3,14 @@
 It runs every step of `make bench` (our prod stack with its edge and an API key, ours once more
 without keys or metrics, ours at the baseline revision, both peers, the Flask peer behind the same
 edge, the framework ceiling, pgbench, wrk over HTTP and HTTPS, the fixed-rate generator, footprint,
-rebuild, JSON/Markdown/PNG output) with tiny durations, so that the harness cannot rot between full
-runs. It never asserts on a timing: on a shared machine a one-second run means nothing. It does
-assert that everything ran, that every candidate answered every request with a success status
-(through the edge too: its per-client limits must not answer 429 to the benchmark's single address;
-ours: every request carried the run's key), that the peers, ours without keys or metrics, ours at
-the baseline revision and every route through an edge serve the same JSON as the API they stand
-for, and that the key is checked where it is sent. BENCH_PROJECT names its compose project.
+rebuild, writes in each backup mode, JSON/Markdown/PNG output) with tiny durations, so that the
+harness cannot rot between full runs. It never asserts on a timing: on a shared machine a one-second
+run means nothing. It does assert that everything ran, that every candidate answered every request
+with a success status (through the edge too: its per-client limits must not answer 429 to the
+benchmark's single address; ours: every request carried the run's key), that the peers, ours without
+keys or metrics, ours at the baseline revision and every route through an edge serve the same JSON
+as the API they stand for, and that the key is checked where it is sent. BENCH_PROJECT names its
+compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
 except under CI=true); wrk is installed from Debian's packages when missing.
@@ -142,6 +143,16 @@ def test_ours_at_the_baseline_revision_took_its_turns_beside_ours(smoke: tuple[d
             "baseline_edge_api_cpu"} <= set(ratios)
     assert any("the baseline revision" in c["target"] for c in results["analysis"]["checks"])
     assert "## This round against the baseline revision" in (out / "latest.md").read_text()
+
+
+def test_writes_were_measured_in_every_backup_mode(smoke: tuple[dict, Path]) -> None:
+    """Issue 16: ours's POST and PATCH with no backup service, with it streaming, with BACKUP_SYNC=on;
+    the streaming ratio is a target, the sync ratio and the p99s are reported."""
+    results, out = smoke
+    seen = {(r["candidate"], r["scenario"]) for r in results["runs"]}
+    assert {(f"ours_backup_{m}", s) for m in ("none", "streaming", "sync") for s in ("post", "patch")} <= seen
+    assert {"backup_post_streaming_vs_none", "backup_patch_sync_vs_none"} <= set(results["analysis"]["ratios"])
+    assert "## Backups" in (out / "latest.md").read_text()
 
 
 def test_reports_are_written(smoke: tuple[dict, Path]) -> None:

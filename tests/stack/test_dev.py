@@ -2,7 +2,10 @@
 
 The development stack (compose.yaml + compose.dev.yaml, `docker compose up --watch`) runs from a
 temporary copy of the checkout, as a developer's own clone; the test edits a handler there the
-way many editors save a file (a new file renamed over the old) and asks the running API again. Only flask-api and its database run.
+way many editors save a file (a new file renamed over the old) and asks the running API again.
+The same container keeps running (Granian reloads its workers: no rebuild, no restart), also
+through a save that breaks the app and the one that fixes it. Only flask-api and its database
+run.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def live(stack: Stack) -> dict | None:
     return response.json() if response.status_code == 200 else None
 
 
+def started_at(stack: Stack, client: Docker) -> str:
+    """When flask-api's container started: the same after a reload, later after a restart."""
+    container = client.lines("compose", "-p", stack.project, *DEV_FILES, "ps", "-q", "flask-api")[0]
+    return client.inspect(container)["State"]["StartedAt"]
+
+
 @pytest.fixture(scope="module")
 def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path, Docker]]:
     tmp = tmp_path_factory.mktemp("dev")
@@ -55,6 +64,7 @@ def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     client = Docker(docker.binary, cwd=checkout, env=stack.env, timeout=300)
     base = ("compose", "--env-file", str(stack.env_file), "-p", stack.project, *DEV_FILES)
     client(*base, "down", "--volumes", "--remove-orphans")
+    stack.create_data_volume()
     log = (tmp / "watch.log").open("w")
     watch = subprocess.Popen([docker.binary, *base, "up", "--watch", "flask-api"], cwd=checkout,
                              env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -76,6 +86,7 @@ def dev(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         except subprocess.TimeoutExpired:
             os.killpg(watch.pid, signal.SIGKILL)
         client(*base, "down", "--volumes", "--remove-orphans", check=False)
+        stack.remove_data_volume()
         log.close()
 
 
@@ -83,6 +94,7 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
     stack, checkout, client = dev
     assert live(stack) == {"status": "ok"}
     image_before = client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api")
+    started = started_at(stack, client)
     handler = checkout / "app" / "health.py"
     assert ORIGINAL in handler.read_text()
     # Saved as many editors save: a new file renamed over the old one.
@@ -94,3 +106,18 @@ def test_a_saved_handler_change_is_served_within_seconds_without_a_rebuild(dev) 
              interval=0.25)
     print(f"\n[{stack.project}] the edit was served {time.monotonic() - saved:.1f} s after saving")
     assert client.lines("compose", "-p", stack.project, *DEV_FILES, "images", "-q", "flask-api") == image_before
+    assert started_at(stack, client) == started, "the container restarted"
+
+
+def test_a_save_that_breaks_the_app_is_served_again_once_fixed_without_a_restart(dev) -> None:
+    stack, checkout, client = dev
+    before = live(stack)
+    assert before is not None
+    started = started_at(stack, client)
+    handler = checkout / "app" / "health.py"
+    working = handler.read_text()
+    handler.write_text(working + "\nthis line is not Python\n")
+    wait_for(lambda: live(stack) is None, 30, "no answer from code that does not import", interval=0.25)
+    handler.write_text(working.replace('json.dumps({"status": "ok"', 'json.dumps({"status": "ok", "fixed": True'))
+    wait_for(lambda: live(stack) == {**before, "fixed": True}, 30, "the fixed answer", interval=0.25)
+    assert started_at(stack, client) == started, "the container restarted"

@@ -91,6 +91,15 @@ def test_no_package_manager_compiler_pip_or_downloader(rootfs: tarfile.TarFile) 
     assert "usr/bin/sh" in names or "bin/sh" in names
 
 
+def test_no_file_watcher_and_reload_is_refused(docker, image: str, rootfs: tarfile.TarFile) -> None:
+    """watchfiles (Granian's reload) is for the `dev` target only: the default build has none,
+    and RELOAD=on there stops at start-up instead of serving without reloading."""
+    assert not [n for n in rootfs.getnames() if "/watchfiles" in n]
+    r = docker("run", "--rm", "-e", "RELOAD=on", "-e", "DATABASE_URL=postgresql://app@127.0.0.1/appdb",
+               "--entrypoint", "python", image, "-m", "app", "serve", check=False)
+    assert r.returncode == 2 and "RELOAD=on needs watchfiles" in r.stderr, r.stderr
+
+
 def test_image_user_is_numeric_and_not_root(docker, image: str) -> None:
     user = docker.inspect(image)["Config"]["User"]
     assert re.fullmatch(r"\d+:\d+", user), user

@@ -4,8 +4,9 @@ Only the engine and the host's own settings are there: no EXTRA_CA_BUNDLE (prefl
 the CA the host's pip trusts), no .env, no secrets. Under CI=true the postgres stand-in is also
 taken out of the engine first, so `make up` must notice it cannot be pulled and build it again;
 outside CI it stays (other stacks on a shared engine use it), and tests/unit/test_preflight.py
-checks that decision. The stack runs under a project name of its own, on free ports, and is
-removed afterwards with its volumes.
+checks that decision. The stack runs under a project name of its own, on free ports. At the
+end the data volume's guard: `docker compose down --volumes` keeps the database (an external
+volume), `make destroy` without CONFIRM refuses, and `make destroy CONFIRM=<volume>` deletes it.
 """
 
 from __future__ import annotations
@@ -47,9 +48,19 @@ def test_make_up_in_a_fresh_clone_serves_health(docker: Docker, tmp_path: Path) 
         health = requests.get(f"http://127.0.0.1:{api_port}/health", timeout=10)
         assert health.status_code == 200, health.text
         assert health.json()["status"] == "ok"
+        volume = f"{env['COMPOSE_PROJECT_NAME']}_pgdata"
+        compose("compose", "-f", "compose.yaml", "-f", "compose.prod.yaml", "down", "--volumes")
+        assert compose("volume", "inspect", volume, check=False).returncode == 0, "down --volumes deleted the data"
+        refused = subprocess.run(["make", "destroy"], cwd=clone, env=env, capture_output=True, text=True)
+        assert refused.returncode != 0 and f"make destroy CONFIRM={volume}" in refused.stderr, refused.stderr
+        destroy = subprocess.run(["make", "destroy", f"CONFIRM={volume}"], cwd=clone, env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert destroy.returncode == 0, destroy.stderr[-2000:]
+        assert compose("volume", "inspect", volume, check=False).returncode != 0, "make destroy left the data"
     finally:
         compose("compose", "-f", "compose.yaml", "-f", "compose.prod.yaml", "down", "--volumes",
                 "--remove-orphans", check=False)
+        compose("volume", "rm", "--force", f"{env['COMPOSE_PROJECT_NAME']}_pgdata", check=False)
 
 
 def test_an_image_that_cannot_be_pulled_gets_its_stand_in_built(docker: Docker) -> None:

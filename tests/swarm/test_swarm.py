@@ -13,6 +13,7 @@ key`, as `make swarm-key` does); every client below sends one.
 The tests, in order: the API contract through the edge (nginx) on 127.0.0.1,
 and HTTPS with HTTP/2 on its TLS port; cursors, ETags and request ids whichever
 replica answers; a revoked key refused by every replica within 5 s; the
+backup service streaming and taking a base backup (`swarm.py backup`); the
 verifier on the deployed stack; a crashed task replaced
 while requests go on; a wedged task replaced; a rolling update under load; a
 broken image rolled back; the verifier on a weakened stack; and last, `down`
@@ -488,6 +489,21 @@ def test_a_revoked_key_stops_working_within_5_s_on_every_replica(swarm) -> None:
               "from 5 s on")
         assert set(before) == {200}, (p.task, sorted(set(before), key=str))
         assert len(after) >= 20 and set(after) == {401}, (p.task, sorted(set(after), key=str))
+
+
+def test_the_backup_service_streams_and_takes_a_base_backup(swarm) -> None:
+    """The same backup service as with Compose: PostgreSQL sees its WAL receiver, and `swarm.py
+    backup` (`make swarm-backup`) takes a base backup that `swarm.py backups` lists."""
+    query = "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'barman_receive_wal'"
+    deadline = time.monotonic() + 120
+    while (swarm.docker("exec", swarm.task_container(swarm.tasks(POSTGRES)[0]), "psql", "-U", "postgres",
+                        "-tAc", query).stdout.strip() != "1"):
+        assert time.monotonic() < deadline, "no WAL receiver connected in 120 s"
+        time.sleep(2)
+    taken = swarm.tool("backup", timeout=600)
+    assert "Backup completed" in taken.stdout + taken.stderr or "Status" in taken.stdout, taken.stdout[-2000:]
+    listed = swarm.tool("backups").stdout
+    assert "main " in listed and "Size" in listed, listed[-2000:]
 
 
 def test_verifier_passes_the_deployed_stack(swarm) -> None:

@@ -37,6 +37,10 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "METRICS": "yes"}, "METRICS"),
         ({"DATABASE_URL": URL, "METRICS_PORT": "5000"}, "METRICS_PORT"),
         ({"DATABASE_URL": URL, "METRICS_HOST": "api metrics"}, "METRICS_HOST"),
+        ({"DATABASE_URL": URL, "BACKUP_SYNC": "always"}, "BACKUP_SYNC"),
+        ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "0"}, "DB_SYNC_COMMIT_TIMEOUT"),
+        ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "forever"}, "DB_SYNC_COMMIT_TIMEOUT"),
+        ({"DATABASE_URL": URL, "RELOAD": "yes"}, "RELOAD"),
         ({"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": "/nonexistent/secret"}, "DATABASE_PASSWORD_FILE"),
     ],
 )

@@ -86,7 +86,7 @@ def test_one_table_gives_each_orchestrator_its_checks():
     # an edge), unless it is for Compose only: the backup service's and the monitoring profile's,
     # which Swarm does not have yet.
     compose_only = {e.id for e in table() if e.compose and not e.drill and not e.swarm}
-    assert compose_only == {"BACKUP-STREAMING", "BACKUP-CHECK", "BACKUP-VOLUME", "PROM-TARGETS"}
+    assert compose_only == {"BACKUP-STREAMING", "BACKUP-SYNC", "BACKUP-CHECK", "BACKUP-VOLUME", "PROM-TARGETS"}
     assert set(compose) - set(swarm) == compose_only | {c.id for c in COMPOSE.checks
                                                         if not set(c.services) & set(SWARM.services)}
     titles = {c.id: c.title for c in SWARM.checks}

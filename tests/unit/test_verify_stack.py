@@ -296,7 +296,7 @@ PROBES = {checks.check_secrets_readable, checks.check_api_health, checks.check_p
           checks.check_db_role, api.check_auth, api.check_docs, edge.check_tls_certificate,
           edge.check_tls_versions, edge.check_hsts, edge.check_timeouts, edge.check_limits, edge.check_errors,
           checks.check_backup_streaming, checks.check_backup_barman, checks.check_backup_volume,
-          checks.check_metrics_unpublished, monitoring.check_prometheus_targets}
+          checks.check_backup_sync, checks.check_metrics_unpublished, monitoring.check_prometheus_targets}
 
 
 def test_every_check_has_a_unit_case_or_a_scripted_test():
@@ -507,6 +507,25 @@ def test_backup_streaming_waits_out_a_restarted_receiver(monkeypatch):
     monkeypatch.setattr(checks.time, "sleep", lambda _: None)
     t = FakeTarget(record("postgres-strict"), execs=[(0, ""), (0, ""), (0, "0 0.000 async")])
     assert checks.check_backup_streaming(t) == ("pass", "lag 0 bytes unsent, 0.000 s (async)")
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([(0, "")], ("pass", "BACKUP_SYNC=off: WAL streamed asynchronously")),
+        ([(0, "barman_receive_wal"), (0, "sync")], ("pass", "barman_receive_wal attached as the synchronous standby")),
+        ([(0, "barman_receive_wal"), (0, "")],
+         ("fail", "BACKUP_SYNC=on but barman_receive_wal is not connected: writes are refused (503) until the "
+                  "backup service streams again")),
+        ([(0, "barman_receive_wal"), (0, "async")],
+         ("fail", "BACKUP_SYNC=on but barman_receive_wal is attached as 'async', not 'sync': it started before "
+                  "PostgreSQL named it; restart it (barman receive-wal --stop main; cron starts it)")),
+    ],
+)
+def test_backup_sync_needs_the_receiver_attached_as_sync_when_on(answers, expected, monkeypatch):
+    monkeypatch.setattr(checks, "STREAM_GRACE_SECONDS", 0)
+    t = FakeTarget(record("postgres-strict"), execs=answers)
+    assert checks.check_backup_sync(t) == expected
 
 
 def mounts(*pairs):

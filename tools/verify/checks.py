@@ -727,6 +727,33 @@ def check_backup_streaming(t: Target) -> Outcome:
     return PASS, detail
 
 
+@check("BACKUP-SYNC", "with BACKUP_SYNC=on, the backup service is attached as the synchronous standby",
+       services=(POSTGRES,), live=True, swarm=None)
+def check_backup_sync(t: Target) -> Outcome:
+    """With BACKUP_SYNC=on a write is acknowledged only once the backup service has its WAL: its
+    receiver must be attached with sync_state `sync`, or every write is refused (503).
+
+    (A receiver attached as `async` was started before synchronous_standby_names named it:
+    Barman then runs pg_receivewal without --synchronous and it never confirms a commit.)
+    """
+    code, names = psql(t, "postgres", "-Atc", "show synchronous_standby_names")
+    if code != 0:
+        return FAIL, f"psql failed ({code}): {names[:80]}"
+    if RECEIVER not in names:
+        return PASS, "BACKUP_SYNC=off: WAL streamed asynchronously" + (f" (standbys: {names})" if names else "")
+    sql = f"select sync_state from pg_stat_replication where application_name = '{RECEIVER}'"
+    code, state = _within_grace(lambda: psql(t, "postgres", "-Atc", sql),
+                                lambda c, out: c != 0 or out.strip() == "sync")
+    if code != 0:
+        return FAIL, f"psql failed ({code}): {state[:80]}"
+    if not state:
+        return FAIL, (f"BACKUP_SYNC=on but {RECEIVER} is not connected: writes are refused (503) "
+                      "until the backup service streams again")
+    return result(state.strip() == "sync", f"{RECEIVER} attached as the synchronous standby",
+                  f"BACKUP_SYNC=on but {RECEIVER} is attached as {state.strip()!r}, not 'sync': it started "
+                  "before PostgreSQL named it; restart it (barman receive-wal --stop main; cron starts it)")
+
+
 @check("BACKUP-CHECK", "barman check passes (last base backup younger than its limit)", services=(BACKUP,),
        live=True, swarm=None)
 def check_backup_barman(t: Target) -> Outcome:

@@ -13,8 +13,8 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 
 # The stack's services, as the compose files name them. The edge (nginx, compose.prod.yaml and
 # compose.swarm.yaml) is where clients reach the API in production; a development stack
-# (compose.yaml alone) has none. The backup service (Barman, build/backup) is in every Compose
-# stack, and not yet in the Swarm stack.
+# (compose.yaml alone) has none. The backup service (Barman, build/backup) is in every stack;
+# on Swarm the verifier does not check it yet.
 API, POSTGRES, PGADMIN, EDGE, BACKUP = "flask-api", "postgres", "pgadmin", "edge", "backup"
 # The `monitoring` profile (docs/observability.md): checked like the rest when it runs, never
 # missed when it does not.
