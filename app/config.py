@@ -10,7 +10,9 @@ line turns it into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +21,8 @@ import psycopg.conninfo
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUTH_MODES = ("required", "off")
 MAX_BODY_BYTES = 64 * 1024
+# A DNS name (RFC 1123 labels), as METRICS_HOST may give one.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 
 
 class ConfigError(Exception):
@@ -58,6 +62,10 @@ class Config:
     # Prometheus metrics (app/metrics.py) on a port of their own: METRICS=on|off, METRICS_PORT.
     metrics_enabled: bool = True
     metrics_port: int = 9100
+    # Where the metrics port listens: an address or a name that resolves to one of this
+    # machine's own addresses (app/exposition.py). Loopback by default, so nothing outside sees
+    # the figures unless told; compose.yaml names the API's alias on the backend network.
+    metrics_host: str = "127.0.0.1"
     # Where the workers write their metrics (a tmpfs in the container); None: a fresh
     # temporary directory (app/exposition.py).
     metrics_dir: str | None = None
@@ -117,6 +125,7 @@ class Config:
             docs_enabled=_switch(env, "API_DOCS", True),
             metrics_enabled=_switch(env, "METRICS", True),
             metrics_port=metrics_port,
+            metrics_host=_host(env, "METRICS_HOST", "127.0.0.1"),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
             backup_sync=_switch(env, "BACKUP_SYNC", False),
             sync_commit_timeout=_number(env, "DB_SYNC_COMMIT_TIMEOUT", 5.0, low=0.1, high=60),
@@ -177,6 +186,18 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value not in ("on", "off"):
         raise ConfigError(f"{name} must be on or off, got {value!r}")
     return value == "on"
+
+
+def _host(env: Mapping[str, str], name: str, default: str) -> str:
+    """An IP address or a DNS name; whether it is this machine's is known only when it is bound."""
+    value = env.get(name, "").strip() or default
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOST_NAME.fullmatch(value):
+        raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}")
+    return value
 
 
 def _auth(env: Mapping[str, str]) -> bool:

@@ -5,7 +5,12 @@ so it answers the scrapes: prometheus_client's own HTTP server on
 METRICS_PORT, in a thread beside the watchdog, merging the files every
 worker writes under PROMETHEUS_MULTIPROC_DIR (app/metrics.py) on each scrape.
 The port is the backend network's business only: compose `expose`s it,
-never publishes it, and the edge never proxies it.
+never publishes it, and the edge never proxies it. Nor does it listen on
+the container's other addresses: `own_address` resolves METRICS_HOST (in
+compose, the API's alias on the backend network) and keeps the address that
+is this container's own, so the edge network, and the host through it, meet
+a closed port. A name may resolve to several containers (a scaled service):
+only an address of this machine can be bound, which tells ours apart.
 
 prometheus_client chooses its storage on first import, from the
 environment, and Granian's workers inherit this process's environment and
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -76,8 +82,37 @@ class WorkerFiles:
         return self.files.collect()
 
 
+class NotOwnAddress(OSError):
+    """METRICS_HOST names no address of this machine (or does not resolve)."""
+
+
+def _bindable(address: str, family: int) -> bool:
+    """Whether this machine has `address` (the kernel lets a socket bind only its own addresses)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def own_address(host: str) -> str:
+    """The address among those `host` resolves to that is this machine's own (a wildcard stays one)."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise NotOwnAddress(f"METRICS_HOST={host} does not resolve ({e.strerror})") from None
+    addresses = list(dict.fromkeys((info[4][0], info[0]) for info in found))
+    for address, family in addresses:
+        if _bindable(address, family):
+            return address
+    listed = ", ".join(a for a, _ in addresses)
+    raise NotOwnAddress(f"METRICS_HOST={host} resolves to {listed}, none of them this container's own")
+
+
 def start(host: str, port: int, directory: str) -> None:
-    """Serve the workers' metrics on `host`:`port` from a daemon thread of this process."""
+    """Serve the workers' metrics on `host`'s own address, `port`, from a daemon thread of this process."""
+    address = own_address(host)
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
     registry = CollectorRegistry()
@@ -85,5 +120,6 @@ def start(host: str, port: int, directory: str) -> None:
     # One scrape now, in this thread: its lazy imports must not be under way while Granian
     # forks the workers (see app/watchdog.py, `_warm_up`).
     generate_latest(registry)
-    start_http_server(port, addr=host, registry=registry)
-    log.info("metrics served", extra={"event": "metrics.start", "port": port, "directory": directory})
+    start_http_server(port, addr=address, registry=registry)
+    log.info("metrics served", extra={"event": "metrics.start", "host": host, "address": address, "port": port,
+                                      "directory": directory})

@@ -10,8 +10,8 @@ HTTP/1.1 only: Granian's HTTP/2 lets a client that opens a few streams,
 sends part of each body and hangs up leak the blocking threads for good, so
 the API never speaks it; the edge speaks HTTP/2 to clients where wanted.
 
-With METRICS=on the main process also answers Prometheus on METRICS_PORT
-(app/exposition.py), from the files the workers write.
+With METRICS=on the main process also answers Prometheus on METRICS_PORT,
+at METRICS_HOST (app/exposition.py), from the files the workers write.
 
 RELOAD=on (`make dev` only): Granian watches app/ and replaces its workers
 when a file changes, about a second after a save; a worker that fails to
@@ -59,13 +59,18 @@ def serve(config: Config) -> int:
             "pool_max": config.pool_max,
             "watchdog_timeout": config.watchdog_timeout,
             "metrics_port": config.metrics_port if config.metrics_enabled else None,
+            "metrics_host": config.metrics_host if config.metrics_enabled else None,
             "reload": config.reload,
         },
     )
     if config.metrics_enabled:  # before the workers exist: they inherit the directory
         try:
             directory = exposition.prepare(config.metrics_dir)
-            exposition.start(config.host, config.metrics_port, directory)
+            exposition.start(config.metrics_host, config.metrics_port, directory)
+        except exposition.NotOwnAddress as e:
+            log.error("cannot serve metrics: %s (METRICS_HOST: this container's address or name on the "
+                      "backend network)", e, extra={"event": "metrics.error"})
+            return EXIT_CONFIG
         except OSError as e:  # a read-only directory, a port in use: say which, and stop
             log.error("cannot serve metrics: %s (PROMETHEUS_MULTIPROC_DIR must be writable, a tmpfs; "
                       "METRICS_PORT free; or METRICS=off)", e, extra={"event": "metrics.error"})

@@ -155,7 +155,9 @@ def clone_ours(stack: Stack, key: str, overrides: dict[str, str], label: str = "
     # By id: the tag may name another build by now (it is shared with whoever builds the stack).
     image = overrides.pop("IMAGE", None) or info["Image"]
     label = label or "ours " + " ".join(f"{k}={v}" for k, v in overrides.items())
-    options = as_compose_runs_it(info, overrides)
+    # Compose's METRICS_HOST is the API's alias, another container's address for a clone: the
+    # clone's metrics, never scraped, stay on its loopback.
+    options = as_compose_runs_it(info, {"METRICS_HOST": "127.0.0.1", **overrides})
     if command:
         options += ["--entrypoint", command[0]]
     c = start_container(stack, key, label, f"{stack.settings.project}-{key}", 5000, options,

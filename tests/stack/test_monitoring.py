@@ -6,6 +6,7 @@ interval of one second, and the alert rules of build/monitoring/alerts.yml with 
 and range window divided by SPEEDUP (the same expressions; unit tests of the real windows are
 in tests/unit/prometheus/alerts_test.yml). Then:
 - every target Prometheus scrapes is up (its HTTP API);
+- the API's metrics answer Prometheus on the backend network, and not the edge on its own;
 - stopping PostgreSQL drives PostgresDown and ApiPoolFailing to firing, and both resolve
   once it is back;
 - the targets page, loaded in headless Chromium, shows every target UP (a screenshot is kept
@@ -131,6 +132,17 @@ def test_every_target_prometheus_scrapes_is_up(monitoring):
     # scrapes fired has resolved).
     assert {r["name"] for g in monitoring.api("rules")["groups"] for r in g["rules"]} >= {"PostgresDown", "ApiDown"}
     until(lambda: monitoring.firing() == set(), 60, "no alert firing", monitoring.firing)
+
+
+def test_the_api_metrics_answer_on_the_backend_network_only(monitoring, stack):
+    # The edge shares only the edge network with the API: the name resolves there, and the port is
+    # closed (curl's 7: could not connect), not merely slow or unknown.
+    edge = stack.compose("exec", "-T", "edge", "curl", "-sS", "-m", "2", "http://flask-api:9100/metrics",
+                         check=False)
+    assert edge.returncode == 7, (edge.returncode, edge.stdout[-200:], edge.stderr)
+    # Prometheus, on the backend network too, scrapes the API's alias there.
+    scraped = monitoring.compose("exec", "-T", "prometheus", "wget", "-q", "-O", "-", "http://api-metrics:9100/metrics")
+    assert "app_build_info" in scraped.stdout
 
 
 def test_the_backup_figures_arrive_from_barman_and_from_postgres(monitoring):

@@ -121,7 +121,7 @@ WEAKENINGS = [
     ("public-port", PGADMIN, {(PGADMIN, "PORTS-LOOPBACK")}),
     ("nnp-false", POSTGRES, {(POSTGRES, "NO-NEW-PRIVS")}),
     ("api-port", API, {(API, "API-UNPUBLISHED")}),
-    ("metrics-port", API, {(API, "API-UNPUBLISHED"), (API, "METRICS-UNPUBLISHED")}),
+    ("metrics-port", API, {(API, "METRICS-UNPUBLISHED")}),
     ("tls-expired", EDGE, {(EDGE, "EDGE-TLS-CERT")}),
     ("tls-off", EDGE, {(EDGE, "EDGE-TLS-CERT"), (EDGE, "EDGE-TLS-VERSIONS"), (EDGE, "EDGE-HSTS")}),
     ("auth-off", API, {(API, "AUTH")}),

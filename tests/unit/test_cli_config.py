@@ -36,6 +36,7 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "API_DOCS": "yes"}, "API_DOCS"),
         ({"DATABASE_URL": URL, "METRICS": "yes"}, "METRICS"),
         ({"DATABASE_URL": URL, "METRICS_PORT": "5000"}, "METRICS_PORT"),
+        ({"DATABASE_URL": URL, "METRICS_HOST": "api metrics"}, "METRICS_HOST"),
         ({"DATABASE_URL": URL, "BACKUP_SYNC": "always"}, "BACKUP_SYNC"),
         ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "0"}, "DB_SYNC_COMMIT_TIMEOUT"),
         ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "forever"}, "DB_SYNC_COMMIT_TIMEOUT"),
@@ -58,6 +59,14 @@ def test_unwritable_metrics_directory_exits_2_naming_it():
     result = run_cli("serve", env=bare_env(DATABASE_URL=URL, PROMETHEUS_MULTIPROC_DIR="/proc/no-metrics-here"))
     assert result.returncode == 2
     assert "PROMETHEUS_MULTIPROC_DIR must be writable" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_metrics_host_that_is_not_this_machine_exits_2_naming_it():
+    # 192.0.2.1 (TEST-NET-1): no machine's own address; binding it is refused, nothing is sent.
+    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, METRICS_HOST="192.0.2.1"))
+    assert result.returncode == 2
+    assert "METRICS_HOST=192.0.2.1 resolves to 192.0.2.1, none of them this container's own" in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
 
 

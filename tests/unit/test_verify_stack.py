@@ -408,11 +408,21 @@ def api_on_networks(env=(), ports=None) -> dict:
 SCRAPED = "# HELP app_build_info The running build\napp_build_info{revision=\"abc\",version=\"1\"} 1.0"
 
 
+REFUSED = (1, "urllib.error.URLError: <urlopen error [Errno 111] Connection refused>")
+
+
 def test_metrics_answering_on_the_backend_only_passes():
-    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED)], http=(404, '{"title": "Not Found"}'))
+    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED), REFUSED], http=(404, '{"title": "Not Found"}'))
     outcome, detail = checks.check_metrics_unpublished(t)
     assert outcome == "pass", detail
-    assert t.commands[0][-1] == "http://172.21.0.4:9100/metrics"
+    # The backend address answers; the edge network's refuses.
+    assert [c[-1] for c in t.commands] == ["http://172.21.0.4:9100/metrics", "http://172.20.0.3:9100/metrics"]
+
+
+def test_metrics_answering_on_the_edge_address_too_fail():
+    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED), (0, SCRAPED)], http=(404, ""))
+    assert checks.check_metrics_unpublished(t) == (
+        "fail", "the metrics answer off the backend network too, on 172.20.0.3:9100 (items_edge) (METRICS_HOST)")
 
 
 def test_published_metrics_port_fails():
@@ -422,7 +432,7 @@ def test_published_metrics_port_fails():
 
 
 def test_metrics_through_the_entry_point_fail():
-    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED)], http=(200, SCRAPED))
+    t = FakeTarget(api_on_networks(), API, execs=[(0, SCRAPED), REFUSED], http=(200, SCRAPED))
     assert checks.check_metrics_unpublished(t) == ("fail", "GET /metrics through the entry point answers the "
                                                            "metrics (200)")
 

@@ -389,10 +389,16 @@ def metrics_port(t: Target) -> str | None:
     return (env.get("METRICS_PORT") or "").strip() or METRICS_PORT
 
 
-def backend_address(t: Target) -> str | None:
-    """The container's address on the stack's backend network."""
+def network_addresses(t: Target) -> dict[str, str]:
+    """The container's address on each of its networks, by network name."""
     networks = (t.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    return next((n.get("IPAddress") for name, n in networks.items() if name.endswith("_backend")), None)
+    return {name: n["IPAddress"] for name, n in networks.items() if n.get("IPAddress")}
+
+
+def scrape_from_inside(t: Target, address: str, port: str) -> tuple[bool, str]:
+    """Whether a scrape of `address`:`port`, from inside the API's container, returns the metrics."""
+    code, output = t.exec(["/opt/venv/bin/python", "-c", SCRAPE, f"http://{address}:{port}/metrics"])
+    return code == 0 and METRICS_MARK in output, output
 
 
 def check_swarm_metrics_unpublished(t: SwarmTarget) -> Outcome:
@@ -406,17 +412,18 @@ def check_swarm_metrics_unpublished(t: SwarmTarget) -> Outcome:
 
 
 @check("METRICS-UNPUBLISHED", "the metrics port is not published nor proxied by the edge, and answers on the "
-       "backend network", cis="5.9", services=(API,), live=True, swarm=Variant(check_swarm_metrics_unpublished))
+       "backend network only", cis="5.9", services=(API,), live=True, swarm=Variant(check_swarm_metrics_unpublished))
 def check_metrics_unpublished(t: Target) -> Outcome:
     """Request counts, routes and pool figures are for Prometheus on the backend network: published or
     proxied, they would tell anyone how the service is used and when it struggles.
 
     The port must not be published, must answer a scrape on the container's
-    backend address (asked from inside the container), and GET /metrics
-    through the stack's entry point (the edge) must not return the metrics.
-    The server listens on every address of the container (HOST): the other
-    containers on the `edge` network could scrape it too, as could root on
-    the host through any bridge network.
+    backend address, must not answer on its other addresses (the `edge`
+    network's, where the edge and pgAdmin are and the host reaches in), and
+    GET /metrics through the stack's entry point (the edge) must not return
+    the metrics. The scrapes run inside the API's container: a socket bound to
+    the backend address refuses a connection to any other address, whoever
+    connects, so what it meets there is what a neighbour on that network meets.
     """
     port = metrics_port(t)
     if port is None:
@@ -424,16 +431,23 @@ def check_metrics_unpublished(t: Target) -> Outcome:
     published = [f"{ip}:{hp}" for cp, ip, hp in port_bindings(t.attrs) if cp.split("/")[0] == port]
     if published:
         return FAIL, f"metrics port {port} published on {', '.join(published)}"
-    address = backend_address(t)
-    if address is None:
+    addresses = network_addresses(t)
+    backend = next((ip for name, ip in addresses.items() if name.endswith("_backend")), None)
+    if backend is None:
         return FAIL, "not on a backend network"
-    code, output = t.exec(["/opt/venv/bin/python", "-c", SCRAPE, f"http://{address}:{port}/metrics"])
-    if code != 0 or METRICS_MARK not in output:
-        return FAIL, f"no metrics at {address}:{port} on the backend network: {output[-120:]}"
+    answered, output = scrape_from_inside(t, backend, port)
+    if not answered:
+        return FAIL, f"no metrics at {backend}:{port} on the backend network: {output[-120:]}"
+    leaks = [f"{ip}:{port} ({name})" for name, ip in addresses.items()
+             if ip != backend and scrape_from_inside(t, ip, port)[0]]
+    if leaks:
+        return FAIL, f"the metrics answer off the backend network too, on {', '.join(leaks)} (METRICS_HOST)"
     status, body = get(t, "/metrics")
     if METRICS_MARK in body:
         return FAIL, f"GET /metrics through the entry point answers the metrics ({status})"
-    return PASS, f"port {port} not published; answers on the backend ({address}); /metrics outside: {status}"
+    others = len(addresses) - 1
+    return PASS, (f"port {port} not published; answers on the backend ({backend}) only, not on the other "
+                  f"{others} address{'es' if others != 1 else ''}; /metrics outside: {status}")
 
 
 @check("PLACEMENT", "a service with a local volume is pinned to one node", services=PINNED, swarm_only=True)
