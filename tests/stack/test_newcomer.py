@@ -31,7 +31,9 @@ def test_make_up_in_a_fresh_clone_serves_health(docker: Docker, tmp_path: Path) 
     api_port = free_port()
     env = {**os.environ,
            "API_PORT": str(api_port), "API_TLS_PORT": str(free_port()), "PGADMIN_PORT": str(free_port())}
-    for name in (*FOREIGN_COMPOSE_SETTINGS, "EXTRA_CA_BUNDLE", "SECRETS_DIR", "MAKEFLAGS", "MAKELEVEL"):
+    # DATA_VOLUME too: `make test` exports the calling checkout's (items_pgdata) to every test.
+    for name in (*FOREIGN_COMPOSE_SETTINGS, "DATA_VOLUME", "EXTRA_CA_BUNDLE", "SECRETS_DIR", "MAKEFLAGS",
+                 "MAKELEVEL"):
         env.pop(name, None)
     env["COMPOSE_PROJECT_NAME"] = os.environ.get("E2E_PROJECT", "items-e2e") + "-newcomer"
     if os.environ.get("CI") == "true":
