@@ -31,8 +31,17 @@ def sync_stack(tmp_path) -> Iterator[tuple[Cluster, Server, Api]]:
 
 
 def standby(cluster: Cluster, names: str) -> None:
+    """Name the synchronous standby (or none), and wait until the server goes by it.
+
+    pg_reload_conf() only signals: the checkpointer, which tells commits whether to wait, and the
+    API's sessions re-read the setting on their next turn, so a commit right after it may not."""
     cluster.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'; SELECT pg_reload_conf();",
                  database="postgres")
+    deadline = time.monotonic() + 10
+    while cluster.psql("SHOW synchronous_standby_names", database="postgres").strip() != names:
+        assert time.monotonic() < deadline, "the server did not reload its configuration within 10 s"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the checkpointer and the API's sessions have each had their turn by then
 
 
 def timed(call) -> tuple[object, float]:
