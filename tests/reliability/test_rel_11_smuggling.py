@@ -129,7 +129,7 @@ def test_ambiguous_framing_is_refused_at_the_edge_and_never_reaches_the_api(stac
         f"Content-Length: {len(control_body)}\r\nConnection: close\r\n\r\n").encode() + control_body))
     statuses.update(str(a[0]) for a in control)
 
-    time.sleep(0.5)  # the log lines of the last exchanges reach `docker logs`
+    time.sleep(1.5)  # the last exchanges' lines reach `docker logs` (the edge writes its log every second)
     api_log = [line for line in ops.request_log(since) if mark in json.dumps(line)]
     edge_log = [line for line in ops.request_log(since, "edge") if line.get("logger") == "edge.access"
                 and mark in json.dumps(line)]

@@ -76,7 +76,7 @@ def _use_the_keys(stack, ops, bodies) -> int:
                              headers={**bearer(key), "X-Request-ID": f"{mark}-{n}"})
         bodies.record(r.content, f"{method} /items with an API key")
         assert r.status_code == expected, (method, url, r.status_code, r.text[:200])
-    time.sleep(0.5)  # the last lines reach `docker logs`
+    time.sleep(1.5)  # the last lines reach `docker logs` (the edge writes its log every second)
     return sum(mark in line.get("request_id", "") for line in ops.request_log(since))
 
 
