@@ -162,13 +162,15 @@ def edge_section(a: Analysis) -> list[str]:
 def clones_section(a: Analysis) -> list[str]:
     """Ours against itself with one feature off (API keys, metrics): what each feature costs."""
     get = a.throughput["get"]
-    rows = [("ours as it ships, with a key", get["ours"])] + [(c.label, get[key]) for key, c in CLONES.items()]
+    rows = [("ours as it ships, with a key (the compose container)", get["ours"])] + [(c.label, get[key]) for key, c in CLONES.items()]
     return [
         "## API keys and metrics, `GET /items/<id>`",
         "",
         ("Ours as it ships (`API_AUTH=required`, `METRICS=on`) against ours once more with one of them off "
          "(clones of the compose container: the same image, settings, limits and database), taking turns "
-         "in the same repetitions."),
+         "in the same repetitions. Each is compared with a twin, a clone with nothing changed, started "
+         "with them and given the same load (`get` only); the compose container, which serves every "
+         "scenario of the run, is shown for reference."),
         "",
         "| candidate | req/s | API CPU µs/req | PostgreSQL CPU µs/req |",
         "|---|---|---|---|",

@@ -34,6 +34,7 @@ CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
 EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
 EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
+TWIN = "ours_twin"  # ours once more, nothing changed: the control of the two below
 NO_AUTH = "ours_no_auth"  # ours once more with API_AUTH=off
 BASELINE = "baseline"  # ours at the baseline revision
 NO_METRICS = "ours_no_metrics"  # ours once more with METRICS=off (and a key)
@@ -61,7 +62,7 @@ def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
         for scenario in SCENARIOS:
             assert (key, scenario, 32) in seen
         assert (key, "get", 256) in seen
-    for key in (NO_AUTH, NO_METRICS, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (TWIN, NO_AUTH, NO_METRICS, *EDGE_ROUTES, "ceiling", "pgbench"):
         assert (key, "get", 32) in seen
     assert ("ours", "live", 32) in seen
     assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
@@ -87,7 +88,8 @@ def test_ours_is_measured_with_a_key_beside_ours_without_keys(smoke: tuple[dict,
     200; with the run's key every request to ours got a 2xx (above). The ratio is reported as a target."""
     results, _ = smoke
     without_key = results["contract_check"]["without_key"]
-    assert without_key == {"ours": 401, "ours_edge": 401, "ours_edge_tls": 401, NO_AUTH: 200, NO_METRICS: 401}
+    assert without_key == {"ours": 401, "ours_edge": 401, "ours_edge_tls": 401, TWIN: 401, NO_AUTH: 200,
+                           NO_METRICS: 401}
     assert "auth_get_vs_off" in results["analysis"]["ratios"]
     assert any("API_AUTH=off" in c["target"] for c in results["analysis"]["checks"])
 
