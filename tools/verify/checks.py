@@ -687,8 +687,8 @@ def check_db_role(t: Target) -> Outcome:
 BARMAN_HOME = "/var/lib/barman"
 # What pg_receivewal calls itself on its replication connection (Barman's streaming_archiver_name).
 RECEIVER = "barman_receive_wal"
-# pg_receivewal stops when PostgreSQL restarts, and the backup service's `barman cron` (every
-# BACKUP_CRON_SECONDS, 10) starts it again: a stack just (re)started gets this long to stream.
+# pg_receivewal stops when PostgreSQL restarts, and the backup service starts it again (`barman cron`,
+# within BACKUP_CRON_SECONDS, 10): a stack just (re)started gets this long to stream.
 STREAM_GRACE_SECONDS = 30
 
 
