@@ -189,14 +189,17 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _host(env: Mapping[str, str], name: str, default: str) -> str:
-    """An IP address or a DNS name; whether it is this machine's is known only when it is bound."""
+    """An IP address, a DNS name, or a network (CIDR: the machine's address in it); whether it is
+    this machine's is known only when it is bound."""
     value = env.get(name, "").strip() or default
     try:
+        if "/" in value:
+            return str(ipaddress.ip_network(value, strict=False))
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
     if len(value) > 253 or not _HOST_NAME.fullmatch(value):
-        raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}")
+        raise ConfigError(f"{name} must be an IP address, a host name or a network (CIDR), got {value!r}")
     return value
 
 

@@ -10,7 +10,9 @@ the container's other addresses: `own_address` resolves METRICS_HOST (in
 compose, the API's alias on the backend network) and keeps the address that
 is this container's own, so the edge network, and the host through it, meet
 a closed port. A name may resolve to several containers (a scaled service):
-only an address of this machine can be bound, which tells ours apart.
+only an address of this machine can be bound, which tells ours apart. On
+Swarm, where a task is in DNS only once it is healthy, METRICS_HOST names the
+backend network by its subnet instead, and the task binds its address there.
 
 prometheus_client chooses its storage on first import, from the
 environment, and Granian's workers inherit this process's environment and
@@ -21,6 +23,7 @@ the workers start.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -96,8 +99,29 @@ def _bindable(address: str, family: int) -> bool:
     return True
 
 
+def address_in(network: str) -> str:
+    """This machine's address in `network` (CIDR): the source address the kernel picks to reach an
+    address inside it. A connected UDP socket sends nothing; on a network the machine is attached
+    to, the route to it is the interface with the machine's address there."""
+    net = ipaddress.ip_network(network, strict=False)
+    target = net.broadcast_address - 1 if net.num_addresses > 2 else net.network_address
+    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((str(target), 9))
+            address = probe.getsockname()[0]
+        except OSError:
+            address = None
+    if address is None or ipaddress.ip_address(address) not in net:
+        raise NotOwnAddress(f"METRICS_HOST={network}: this container has no address in that network")
+    return address
+
+
 def own_address(host: str) -> str:
-    """The address among those `host` resolves to that is this machine's own (a wildcard stays one)."""
+    """The address among those `host` resolves to that is this machine's own (a wildcard stays one);
+    for a network (CIDR), this machine's address in it."""
+    if "/" in host:
+        return address_in(host)
     try:
         found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as e:

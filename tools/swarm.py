@@ -38,6 +38,8 @@ Settings (environment, or .env / --env-file for the compose variables):
     SWARM_PGADMIN_PORT   pgAdmin's port (default 5150)
     SWARM_BIND_ADDRESS   address published ports bind to, for a swarm this
                          tool creates (default 127.0.0.1)
+    SWARM_BACKEND_SUBNET the backend overlay's subnet, where the API's tasks
+                         bind their metrics port (default 10.231.0.0/24)
     PG_MAX_CONNECTIONS   PostgreSQL's max_connections (default 100; see the budget)
     SECRETS_DIR          the secret files (default ./secrets)
     TLS_CERT_FILE, TLS_KEY_FILE   the edge's certificate and key (default: a

@@ -16,6 +16,8 @@ from .config import (
     CLONES,
     COMPARISONS,
     EDGE_ROUTES,
+    EDGES,
+    LATENCY_EDGE_ROUTES,
     LATENCY_SCENARIOS,
     PEERS,
     SCENARIO_LABELS,
@@ -143,8 +145,9 @@ class Analysis:
     def cpu_vs_ours(self, scenario: str, peer: str) -> float:
         return ratio(self.throughput[scenario][peer].cpu_us, self.throughput[scenario]["ours"].cpu_us)
 
-    def p99_vs(self, scenario: str, peer: str) -> float:
-        return ratio(self.latency[scenario]["ours"].p99_ms, self.latency[scenario][peer].p99_ms)
+    def p99_vs(self, scenario: str, peer: str, ours: str = "ours") -> float:
+        """Ours's p99 at a fixed rate ÷ `peer`'s (both through the edge: `ours`, `peer` edge routes)."""
+        return ratio(self.latency[scenario][ours].p99_ms, self.latency[scenario][peer].p99_ms)
 
     def scaling(self, key: str) -> float:
         return ratio(self.throughput_high[key].median, self.throughput["get"][key].median)
@@ -204,6 +207,9 @@ def _latency_checks(a: Analysis) -> list[Check]:
             v = a.p99_vs(scn, peer)
             checks.append(Check(f"p99 at fixed rate, {scn}: ours / {peer} peer", v, goal, v <= goal,
                                 f"≤ {goal}×"))
+            v = a.p99_vs(scn, EDGES[peer], EDGES["ours"])
+            checks.append(Check(f"p99 at fixed rate through the edge, {scn}: ours / {peer} peer", v, goal,
+                                v <= goal, f"≤ {goal}×"))
     return checks
 
 
@@ -254,7 +260,8 @@ def analyse(results: Results) -> Analysis:
     tp["live"] = {k: of(k, "live") for k in ("ours", BASELINE)}
     for scn in BACKUP_SCENARIOS:
         tp[scn] |= {backup_key(mode): of(backup_key(mode), scn) for mode in BACKUP_MODES}
-    lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in APIS} for scn in LATENCY_SCENARIOS}
+    lat = {scn: {k: Latency.of(results.latency_runs_of(k, scn)) for k in (*APIS, *LATENCY_EDGE_ROUTES)}
+           for scn in LATENCY_SCENARIOS}
     ours_errors = (sum(r.errors for r in results.runs if r.candidate == "ours")
                    + sum(r.errors for r in results.latency_runs_of("ours")))
     edge_errors = sum(r.errors for r in results.runs if r.candidate in EDGE_ROUTES)

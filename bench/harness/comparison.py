@@ -23,6 +23,7 @@ from .config import (
     EDGE_LIMIT_SETTINGS,
     EDGE_ROUTES,
     EDGES,
+    LATENCY_EDGE_ROUTES,
     LATENCY_SCENARIOS,
     PEERS,
     SCENARIOS,
@@ -152,7 +153,7 @@ def latency(stack: Stack, load: Load, results: Results) -> None:
     for rep in range(1, s.latency_reps + 1):
         log(f"fixed-rate latency, repetition {rep}/{s.latency_reps} (rates {rates})")
         for scenario in LATENCY_SCENARIOS:
-            for key in rotate(list(APIS), rep - 1):
+            for key in rotate([*APIS, *LATENCY_EDGE_ROUTES], rep - 1):
                 r = load.loadgen(stack.candidates[key], scenario, rates[scenario], rep)
                 results.latency_runs.append(r)
                 log_latency_run(r)

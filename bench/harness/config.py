@@ -70,9 +70,12 @@ EDGE_ROUTES = {r.key: r for r in (
     EdgeRoute("ours_edge_tls", "ours", True, "ours through the edge, HTTPS"),
     EdgeRoute("flask_edge", "flask", False, "Flask peer through the edge, HTTP"),
     EdgeRoute("flask_edge_tls", "flask", True, "Flask peer through the edge, HTTPS"),
+    EdgeRoute("fastapi_edge", "fastapi", False, "FastAPI peer through the edge, HTTP"),
 )}
 # The edge containers by the API behind them (an HTTP and an HTTPS route share one).
-EDGES = {"ours": "ours_edge", "flask": "flask_edge"}
+EDGES = {"ours": "ours_edge", "flask": "flask_edge", "fastapi": "fastapi_edge"}
+# Latency at a fixed rate through the edge (issue 19), beside the APIs directly (the previous round's).
+LATENCY_EDGE_ROUTES = ("ours_edge", "flask_edge", "fastapi_edge")
 # The edge's per-client limits, which bench/compose.bench.yaml sets out of the way.
 EDGE_LIMIT_SETTINGS = ("EDGE_READ_RATE", "EDGE_READ_BURST", "EDGE_WRITE_RATE", "EDGE_WRITE_BURST",
                        "EDGE_CLIENT_CONNECTIONS")

@@ -32,8 +32,8 @@ from tools.docker_cli import Docker
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ("ours", "flask", "fastapi")
 SCENARIOS = ("get", "list", "post", "patch", "mix")
-EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls")
-EDGES = ("ours_edge", "flask_edge")  # the edge containers, by their HTTP route
+EDGE_ROUTES = ("ours_edge", "ours_edge_tls", "flask_edge", "flask_edge_tls", "fastapi_edge")
+EDGES = ("ours_edge", "flask_edge", "fastapi_edge")  # the edge containers, by their HTTP route
 TWIN = "ours_twin"  # ours once more, nothing changed: the control of the two below
 NO_AUTH = "ours_no_auth"  # ours once more with API_AUTH=off
 BASELINE = "baseline"  # ours at the baseline revision
@@ -112,7 +112,7 @@ def test_through_the_edge_the_api_behind_it_did_the_work(smoke: tuple[dict, Path
 def test_fixed_rate_latency_footprint_and_connections_were_measured(smoke: tuple[dict, Path]) -> None:
     results, _ = smoke
     assert {(r["candidate"], r["scenario"]) for r in results["latency_runs"]} == {
-        (k, s) for k in CANDIDATES for s in ("get", "mix")
+        (k, s) for k in (*CANDIDATES, *EDGES) for s in ("get", "mix")
     }
     assert all(r["count"] > 0 for r in results["latency_runs"])
     fp = results["footprint"]

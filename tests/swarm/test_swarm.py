@@ -51,6 +51,7 @@ import pytest
 from compose_stack import write_secrets
 from support import granian_workers, unavailable
 from tools.docker_cli import Docker, free_port
+from tools.verify.checks import METRICS_MARK, SCRAPE
 from tools.verify.model import API, EDGE, POSTGRES, SWARM_SERVICES
 from tools.verify.run import SWARM
 
@@ -504,6 +505,24 @@ def test_the_backup_service_streams_and_takes_a_base_backup(swarm) -> None:
     assert "Backup completed" in taken.stdout + taken.stderr or "Status" in taken.stdout, taken.stdout[-2000:]
     listed = swarm.tool("backups").stdout
     assert "main " in listed and "Size" in listed, listed[-2000:]
+
+
+def test_metrics_answer_on_the_backend_network_only(swarm) -> None:
+    """Each API task binds its metrics port to its own address on the backend overlay (METRICS_HOST:
+    that network's subnet): a scrape there answers; at its address on the edge overlay, where the
+    edge's tasks are, the port is closed. Scraped from inside the task: a socket bound to one
+    address refuses connections to any other, whoever connects."""
+    container = swarm.task_container(swarm.tasks(API)[0])
+    networks = json.loads(swarm.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
+    address = {name.removeprefix(f"{swarm.name}_"): net["IPAddress"] for name, net in networks.items()}
+
+    def scrape(network: str) -> subprocess.CompletedProcess:
+        return swarm.docker("exec", container, "/opt/venv/bin/python", "-c", SCRAPE,
+                            f"http://{address[network]}:9100/metrics", check=False)
+
+    backend, edge = scrape("backend"), scrape("edge")
+    assert backend.returncode == 0 and METRICS_MARK in backend.stdout, backend.stderr[-500:]
+    assert edge.returncode != 0 and "Connection refused" in edge.stderr, edge.stdout[-300:] + edge.stderr[-300:]
 
 
 def test_verifier_passes_the_deployed_stack(swarm) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.exposition import own_address
 from support import bare_env, run_cli
 from tools.docker_cli import free_port
 
@@ -37,6 +38,7 @@ URL = f"postgresql://app:{SECRET}@127.0.0.1:1/appdb"
         ({"DATABASE_URL": URL, "METRICS": "yes"}, "METRICS"),
         ({"DATABASE_URL": URL, "METRICS_PORT": "5000"}, "METRICS_PORT"),
         ({"DATABASE_URL": URL, "METRICS_HOST": "api metrics"}, "METRICS_HOST"),
+        ({"DATABASE_URL": URL, "METRICS_HOST": "10.231.0.0/33"}, "METRICS_HOST"),
         ({"DATABASE_URL": URL, "BACKUP_SYNC": "always"}, "BACKUP_SYNC"),
         ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "0"}, "DB_SYNC_COMMIT_TIMEOUT"),
         ({"DATABASE_URL": URL, "DB_SYNC_COMMIT_TIMEOUT": "forever"}, "DB_SYNC_COMMIT_TIMEOUT"),
@@ -68,6 +70,18 @@ def test_metrics_host_that_is_not_this_machine_exits_2_naming_it():
     assert result.returncode == 2
     assert "METRICS_HOST=192.0.2.1 resolves to 192.0.2.1, none of them this container's own" in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_metrics_host_network_this_machine_is_not_on_exits_2_naming_it():
+    # 198.51.100.0/24 (TEST-NET-2): no network a machine is attached to; nothing is sent.
+    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, METRICS_HOST="198.51.100.0/24"))
+    assert result.returncode == 2
+    assert "METRICS_HOST=198.51.100.0/24: this container has no address in that network" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_metrics_host_network_means_this_machines_address_in_it():
+    assert own_address("127.0.0.0/8") == "127.0.0.1"
 
 
 def test_empty_password_file_is_refused(tmp_path):
