@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.routing import Rule
 
 from support import Database, Server
 
@@ -61,45 +63,52 @@ def workers(migrated: Database, tmp_path_factory: pytest.TempPathFactory, metric
     server.stop()
 
 
+def scrape(server: Server) -> Scrape:
+    """A scrape once every request answered so far is in it: each worker folds its requests into
+    the shared files once a second (app/metrics.py)."""
+    time.sleep(1.5)
+    return Scrape(server.metrics_url)
+
+
 def send(server: Server, method: str, path: str, **kwargs) -> int:
     """One request on a connection of its own (so that the workers share them out); its status."""
     return requests.request(method, server.url + path, timeout=T, **kwargs).status_code
 
 
 def test_requests_are_labelled_by_route_template_not_path(workers):
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     for item_id in (999999991, 999999992, 999999993):  # no such items: 404s
         assert send(workers, "GET", f"/items/{item_id}") == 404
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     labels = {"route": "/items/<item_id>", "method": "GET", "status": "404"}
     assert after.value("http_requests_total", **labels) - before.value("http_requests_total", **labels) == 3
     assert not any("99999999" in label["route"] for label in after.labels_of("http_requests_total"))
 
 
 def test_unknown_paths_share_one_route_label(workers):
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     paths = [f"/no-such-{uuid.uuid4().hex}" for _ in range(3)]
     assert [send(workers, "GET", path) for path in paths] == [404] * 3
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     labels = {"route": "unmatched", "method": "GET", "status": "404"}
     assert after.value("http_requests_total", **labels) - before.value("http_requests_total", **labels) == 3
     assert not any(p.strip("/") in str(after.samples) for p in paths)
 
 
 def test_status_label_is_the_status_sent(workers):
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     assert send(workers, "POST", "/items", json={"name": f"m-{uuid.uuid4().hex[:8]}", "price": 1}) == 201
     assert send(workers, "POST", "/items", data=b"{", headers={"Content-Type": "application/json"}) == 400
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     for status in ("201", "400"):
         labels = {"route": "/items", "method": "POST", "status": status}
         assert after.value("http_requests_total", **labels) - before.value("http_requests_total", **labels) == 1
 
 
 def test_an_unusual_method_counts_as_other(workers):
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     send(workers, "BREW", "/items")
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     assert not any(label["method"] == "BREW" for label in after.labels_of("http_requests_total"))
     # No route takes BREW: a 405, counted with the requests no route matched.
     labels = {"route": "unmatched", "method": "other", "status": "405"}
@@ -110,12 +119,12 @@ def test_counters_and_histogram_counts_equal_what_was_sent_with_two_workers(work
     mix = [("GET", "/items", 200)] * 13 + [("GET", "/items/999999999", 404)] * 7 + \
           [("GET", "/health/ready", 200)] * 5 + [("DELETE", "/items/999999999", 404)] * 4
     routes = {"/items": "/items", "/items/999999999": "/items/<item_id>", "/health/ready": "/health/ready"}
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     sent = Counter()
     for method, path, status in mix:
         assert send(workers, method, path) == status
         sent[(routes[path], method, str(status))] += 1
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     for (route, method, status), count in sent.items():
         labels = {"route": route, "method": method, "status": status}
         assert after.value("http_requests_total", **labels) - before.value("http_requests_total", **labels) == count
@@ -134,6 +143,31 @@ def test_counters_and_histogram_counts_equal_what_was_sent_with_two_workers(work
     assert len(list(metrics_dir.glob("counter_*.db"))) == WORKERS
 
 
+def test_folded_requests_fill_the_buckets_as_observing_each_would():
+    """A worker folds its requests into the histogram once a second, one update per bucket
+    (`_observe_many` writes prometheus_client's private `_sum` and `_buckets`): the same samples as
+    observing each request."""
+    from app import metrics   # here: in the test process, prometheus_client's in-memory values
+
+    route = f"/fold-{uuid.uuid4().hex[:8]}"
+    taken = [0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.0025, 0.2, 0.3, 11.0]
+    for seconds in taken:
+        metrics._count(Rule(route), "GET", 200, seconds)
+    metrics.fold()
+    observed = Histogram("observed", "each request observed", buckets=metrics.BUCKETS, registry=CollectorRegistry())
+    for seconds in taken:
+        observed.observe(seconds)
+    want = {(s.labels.get("le"), s.name.removeprefix("observed")): s.value
+            for s in observed.collect()[0].samples if not s.name.endswith("_created")}
+    got = {(s.labels.get("le"), s.name.removeprefix("http_request_duration_seconds")): s.value
+           for s in metrics.DURATION.collect()[0].samples if s.labels.get("route") == route
+           and not s.name.endswith("_created")}
+    assert got == want
+    counted = [s.value for s in metrics.REQUESTS.collect()[0].samples
+               if s.labels.get("route") == route and s.name.endswith("_total")]
+    assert counted == [len(taken)]
+
+
 def test_a_request_waiting_for_its_body_is_in_flight(workers):
     with socket.create_connection(("127.0.0.1", workers.port), timeout=T) as sock:
         sock.sendall(b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -149,12 +183,12 @@ def test_a_request_waiting_for_its_body_is_in_flight(workers):
 
 
 def test_pool_gauges_add_up_the_live_workers(workers):
-    scrape = Scrape(workers.metrics_url)
-    assert scrape.value("db_pool_max") == WORKERS * POOL_MAX
-    assert 1 * WORKERS <= scrape.value("db_pool_size") <= WORKERS * POOL_MAX
-    assert scrape.value("db_pool_waiting") == 0
-    assert scrape.value("http_requests_in_flight") == 0
-    assert scrape.labels_of("app_build_info") and scrape.value("db_pool_connection_errors_total") == 0
+    now = Scrape(workers.metrics_url)
+    assert now.value("db_pool_max") == WORKERS * POOL_MAX
+    assert 1 * WORKERS <= now.value("db_pool_size") <= WORKERS * POOL_MAX
+    assert now.value("db_pool_waiting") == 0
+    assert now.value("http_requests_in_flight") == 0
+    assert now.labels_of("app_build_info") and now.value("db_pool_connection_errors_total") == 0
 
 
 def test_metrics_off_opens_no_port(migrated, tmp_path):
@@ -179,7 +213,7 @@ def requests_total(scrape: Scrape) -> float:
 
 def test_a_worker_that_dies_keeps_its_counts_and_leaves_the_live_gauges(workers):
     """Runs last: it has Granian replace a worker."""
-    before = Scrape(workers.metrics_url)
+    before = scrape(workers)
     victim = min(worker_pids(workers))
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 20
@@ -187,7 +221,7 @@ def test_a_worker_that_dies_keeps_its_counts_and_leaves_the_live_gauges(workers)
             or Scrape(workers.metrics_url).value("db_pool_max") != WORKERS * POOL_MAX:
         assert time.monotonic() < deadline, "no replacement worker with its pool within 20 s"
         time.sleep(0.2)
-    after = Scrape(workers.metrics_url)
+    after = scrape(workers)
     assert requests_total(after) >= requests_total(before)  # the dead worker's requests still count
     # Its pool no longer does: the pools of the WORKERS live workers, not of three.
     assert after.value("db_pool_max") == WORKERS * POOL_MAX
