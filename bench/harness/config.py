@@ -151,6 +151,8 @@ BASELINE_COMPARISONS = (
                "/ the baseline revision's API direct", "ours_edge", BASELINE, measure="path_cpu_us"),
     Comparison("baseline_edge_rps", "req/s: ours through the edge with a key, HTTP / the baseline revision "
                "direct", "ours_edge", BASELINE),
+    Comparison("round_two_edge_vs_flask_edge", "req/s: ours through the edge with a key / the Flask peer "
+               "behind the same edge, HTTP (issue 19)", "ours_edge", "flask_edge", 3.0),
 )
 # Issue 16: ours's writes with no backup service, with it streaming WAL (as the stack ships) and
 # with BACKUP_SYNC=on (a synchronous standby). The mode is PostgreSQL's, so the modes take turns
