@@ -57,26 +57,22 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_variable(command, ov
     assert SECRET not in result.stderr + result.stdout
 
 
-def test_unwritable_metrics_directory_exits_2_naming_it():
-    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, PROMETHEUS_MULTIPROC_DIR="/proc/no-metrics-here"))
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no-metrics-here"}, "PROMETHEUS_MULTIPROC_DIR must be writable"),
+        # 192.0.2.1 (TEST-NET-1): no machine's own address; binding it is refused, nothing is sent.
+        ({"METRICS_HOST": "192.0.2.1"},
+         "METRICS_HOST=192.0.2.1 resolves to 192.0.2.1, none of them this container's own"),
+        # 198.51.100.0/24 (TEST-NET-2): no network a machine is attached to; nothing is sent.
+        ({"METRICS_HOST": "198.51.100.0/24"},
+         "METRICS_HOST=198.51.100.0/24: this container has no address in that network"),
+    ],
+)
+def test_metrics_the_server_cannot_serve_exit_2_naming_the_setting(setting, says):
+    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, **setting))
     assert result.returncode == 2
-    assert "PROMETHEUS_MULTIPROC_DIR must be writable" in result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def test_metrics_host_that_is_not_this_machine_exits_2_naming_it():
-    # 192.0.2.1 (TEST-NET-1): no machine's own address; binding it is refused, nothing is sent.
-    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, METRICS_HOST="192.0.2.1"))
-    assert result.returncode == 2
-    assert "METRICS_HOST=192.0.2.1 resolves to 192.0.2.1, none of them this container's own" in result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def test_metrics_host_network_this_machine_is_not_on_exits_2_naming_it():
-    # 198.51.100.0/24 (TEST-NET-2): no network a machine is attached to; nothing is sent.
-    result = run_cli("serve", env=bare_env(DATABASE_URL=URL, METRICS_HOST="198.51.100.0/24"))
-    assert result.returncode == 2
-    assert "METRICS_HOST=198.51.100.0/24: this container has no address in that network" in result.stdout
+    assert says in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
 
 
