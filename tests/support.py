@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,6 +24,7 @@ from pgcluster import Cluster, new_cluster
 from tools.docker_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+Reading = TypeVar("Reading")
 
 class Database:
     """Where the tests' database is, and how to reach it as the app does."""
@@ -182,15 +183,26 @@ def table_snapshot(db: Database) -> str:
     )
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """The predicate's first truthy value, asked every `interval` s; AssertionError after `timeout` s."""
+def poll(read: Callable[[], Reading], done: Callable[[Reading], bool], timeout: float,
+         interval: float) -> Reading:
+    """`read()` every `interval` s until `done` holds for what it read, or `timeout` s have passed;
+    the last reading either way. For what arrives late (buffered logs, metrics folded once a
+    second): no fixed sleep to guess long enough, and after the timeout the caller's own
+    assertions say what is missing, which says more than "timed out"."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
+    while True:
+        value = read()
+        if done(value) or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """The predicate's first truthy value, asked every `interval` s; AssertionError after `timeout` s."""
+    value = poll(predicate, bool, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
 
 
 def unavailable(reason: str) -> None:
