@@ -17,16 +17,17 @@ A plain module, not a conftest, so that each suite's conftest imports it by name
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import unavailable
+from support import poll, unavailable
 from tools.docker_cli import Docker, docker_binary, free_port
 from tools.preflight import choose_ca, pip_configured_cert
 
@@ -144,6 +145,30 @@ class Stack:
         """A new API key, made inside the API container (`make key`): only its stdout holds it."""
         return self.compose("exec", "-T", "flask-api", "python", "-m", "app", "keys", "create",
                             "--name", name, "--scope", scope).stdout.strip()
+
+    def log_lines(self, service: str, since: str | None = None) -> list[dict]:
+        """The JSON lines the service wrote (since `since`, a timestamp `docker logs` takes), parsed:
+        the API's request log (request_id, method, path, status, client), the edge's access log."""
+        since_args = ("--since", since) if since else ()
+        out = self.compose("logs", "--no-color", "--no-log-prefix", *since_args, service, timeout=60).stdout
+        lines = []
+        for line in out.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                lines.append(record)
+        return lines
+
+    def logged(self, service: str, wanted: Callable[[dict], bool], count: int = 1, *,
+               since: str | None = None, timeout: float = 5) -> list[dict]:
+        """The service's JSON lines that `wanted` picks, once at least `count` are there; after
+        `timeout` s, those there are, for the caller's assertions to judge. Neither log reaches
+        `docker logs` at once: the edge writes its access log every second (buffer=4k flush=1s,
+        build/edge/nginx.conf), the API its request lines every half second (app/logs.py)."""
+        return poll(lambda: [line for line in self.log_lines(service, since) if wanted(line)],
+                    lambda found: len(found) >= count, timeout, 0.2)
 
     def container(self, service: str) -> str:
         cid = self.compose("ps", "--quiet", service).stdout.strip()

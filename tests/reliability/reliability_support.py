@@ -408,17 +408,9 @@ class StackOps:
 
     def request_log(self, since: str, service: str = "flask-api") -> list[dict]:
         """The JSON lines a service logged since `since` (a timestamp `docker logs` takes), parsed;
-        the API writes one per request (request_id, method, path, status, client)."""
-        out = self.docker("logs", "--since", since, self.container(service), timeout=60)
-        lines = []
-        for line in (out.stdout + out.stderr).splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                lines.append(record)
-        return lines
+        the API writes one per request (request_id, method, path, status, client). What is
+        logged is not there at once: to wait for it, `stack.logged`."""
+        return self.stack.log_lines(service, since)
 
     def save_logs(self, tag: str) -> Path:
         """`docker compose logs` of every service, kept before containers are removed."""
