@@ -23,20 +23,20 @@ most FLUSH_EVERY seconds of request lines, never another record.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import logging.config
-import multiprocessing.util
 import os
 import re
 import select
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _string
 
 from flask import Flask, has_request_context, request
+
+from . import periodic
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Where the request id waits in the WSGI environ for log records made during the request.
@@ -162,9 +162,12 @@ class RequestIds:
 
 class RequestLog:
     """Makes the request line exactly as the JSON formatter would, without `logging`'s machinery,
-    and hands it to the stdout handler's batch, which a thread writes out every FLUSH_EVERY s."""
+    and hands it to the stdout handler's batch, which a thread writes out every FLUSH_EVERY s.
 
-    _encode = json.JSONEncoder(separators=(", ", ": ")).encode
+    The line is a template with each value encoded as `json` encodes it (strings by its own C
+    escaper, ASCII only; numbers by `repr`): a seventh of the time of encoding a dict
+    (bench/README.md). tests/api/test_logs.py compares it with `json.dumps` of the same fields.
+    """
 
     def __init__(self) -> None:
         logger = logging.getLogger("app.request")
@@ -176,23 +179,19 @@ class RequestLog:
 
     def write(self, client: str | None, method: str, path: str, status: int, duration_ms: float,
               request_id: str) -> None:
-        line = self._encode({
-            "level": "INFO", "logger": "app.request", "message": "request",
-            # Behind the edge, the address it saw (PROXY_HOPS); otherwise the peer's.
-            "client": client, "method": clip(method), "path": clip(path), "status": status,
-            "duration_ms": duration_ms, "request_id": request_id,
-            "timestamp": datetime.now(UTC).isoformat(),
-        })
-        self._handler.add_line(line + "\n")
+        # Behind the edge, `client` is the address it saw (PROXY_HOPS); otherwise the peer's.
+        self._handler.add_line(
+            '{"level": "INFO", "logger": "app.request", "message": "request", '
+            f'"client": {"null" if client is None else _string(client)}, '
+            f'"method": {_string(clip(method))}, "path": {_string(clip(path))}, "status": {status:d}, '
+            f'"duration_ms": {duration_ms!r}, "request_id": {_string(request_id)}, '
+            f'"timestamp": "{datetime.now(UTC).isoformat()}"}}\n'
+        )
 
 
 class Flusher:
     """Writes the current stdout handler's batch every FLUSH_EVERY seconds, and when the process
-    exits: one thread per process, whichever handler `setup()` made last (tests make many apps).
-
-    At exit through multiprocessing's exit finalizers, which run both in a plain process (at
-    exit) and in a Granian worker (a multiprocessing child ends with os._exit, skipping atexit).
-    """
+    exits: one timer per process, whichever handler `setup()` made last (tests make many apps)."""
 
     def __init__(self) -> None:
         self.handler: StdoutHandler | None = None
@@ -200,15 +199,9 @@ class Flusher:
 
     def follow(self, handler: StdoutHandler) -> None:
         self.handler = handler
-        if self._pid != os.getpid():  # threads do not survive a fork
+        if self._pid != os.getpid():  # a worker forked from a process that had one
             self._pid = os.getpid()
-            threading.Thread(target=self._loop, name="log-flush", daemon=True).start()
-            multiprocessing.util.Finalize(None, self.flush, exitpriority=100)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(FLUSH_EVERY)
-            self.flush()
+            periodic.every(FLUSH_EVERY, self.flush, "log-flush")
 
     def flush(self) -> None:
         if self.handler is not None:

@@ -20,9 +20,7 @@ figures are sampled: never per request.
 from __future__ import annotations
 
 import bisect
-import multiprocessing.util
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,6 +29,8 @@ from flask import Flask
 from werkzeug.routing import Rule
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
+
+from . import periodic
 
 # The route label of a request no route took (404 for an unknown path, 405 for a method the path does not
 # take): one series, whatever the path.
@@ -112,11 +112,8 @@ class Counting:
         finally:
             _in_flight.discard(token)
             if status:
-                _count(rule, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started)
-
-
-def _count(rule: Rule | None, method: str, status: int, seconds: float) -> None:
-    _answered.append((rule, method, status, seconds))
+                seconds = time.perf_counter() - started
+                _answered.append((rule, environ.get("REQUEST_METHOD", ""), status, seconds))
 
 
 def fold() -> None:
@@ -161,9 +158,9 @@ def _observe_many(histogram, total: float, buckets: list[int]) -> None:
             value.inc(count)
 
 
-class Sampler(threading.Thread):
-    """Every SAMPLE_EVERY seconds, copies the requests in flight and the pool's statistics into the
-    gauges and counters.
+class Sampler:
+    """Copies the requests in flight and the pool's statistics into the gauges and counters,
+    folding the answered requests first (`read`, every SAMPLE_EVERY seconds).
 
     `get_stats()` takes the pool's lock: once a second costs nothing, once per
     request would. Its counters are cumulative (pop_stats would reset the ones
@@ -171,14 +168,8 @@ class Sampler(threading.Thread):
     """
 
     def __init__(self, pool: ConnectionPool):
-        super().__init__(name="metrics-sampler", daemon=True)
         self.pool = pool
         self.seen = {"connections_errors": 0, "requests_errors": 0}
-
-    def run(self) -> None:
-        while not self.pool.closed:
-            self.read()
-            time.sleep(SAMPLE_EVERY)
 
     def read(self) -> None:
         fold()
@@ -196,11 +187,9 @@ class Sampler(threading.Thread):
 
 
 def init_app(app: Flask, pool: ConnectionPool) -> None:
-    """Count every request of `app`, and sample its pool every second."""
+    """Count every request of `app`, and sample its pool every second (and fold at exit)."""
     BUILD.labels(os.environ.get("APP_VERSION", "0.0.0-dev"), os.environ.get("APP_REVISION", "unknown")).set(1)
     app.wsgi_app = Counting(app.wsgi_app)
     sampler = Sampler(pool)
     sampler.read()
-    sampler.start()
-    # At the worker's exit (a Granian worker ends through multiprocessing, skipping atexit).
-    multiprocessing.util.Finalize(None, fold, exitpriority=100)
+    periodic.every(SAMPLE_EVERY, sampler.read, "metrics-sampler", at_exit=fold, until=lambda: pool.closed)

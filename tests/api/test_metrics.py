@@ -178,7 +178,7 @@ def test_folded_requests_fill_the_buckets_as_observing_each_would():
     route = f"/fold-{uuid.uuid4().hex[:8]}"
     taken = [0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.0025, 0.2, 0.3, 11.0]
     for seconds in taken:
-        metrics._count(Rule(route), "GET", 200, seconds)
+        metrics._answered.append((Rule(route), "GET", 200, seconds))   # as `Counting` notes a request
     metrics.fold()
     observed = Histogram("observed", "each request observed", buckets=metrics.BUCKETS, registry=CollectorRegistry())
     for seconds in taken:
