@@ -10,6 +10,7 @@ import logging
 
 import psycopg
 from flask import Flask
+from flask.sessions import NullSession, SessionInterface
 from psycopg_pool import PoolTimeout
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -23,10 +24,35 @@ class StartupError(Exception):
     """The application cannot start; the message says why, without secrets."""
 
 
+class NoSessions(SessionInterface):
+    """No cookie sessions: the API is stateless and has no SECRET_KEY (the default interface
+    would look for one on every request to find out)."""
+
+    def open_session(self, app: Flask, request) -> NullSession:
+        return NullSession()
+
+    def save_session(self, app: Flask, session, response) -> None:
+        pass
+
+
+class App(Flask):
+    """Flask without the two things this API never uses: sessions, and coroutine views or hooks.
+
+    Flask asks of every view and hook, on every request, whether it is a coroutine to run in an
+    event loop; together with the session lookup that cost ~5% of the CPU of `/health/live`
+    (bench/README.md). tests/unit/test_app.py checks that no view, hook or error handler is one.
+    """
+
+    session_interface = NoSessions()
+
+    def ensure_sync(self, func):
+        return func
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     logs.setup(config.log_level)
-    app = Flask(__name__)
+    app = App(__name__)
     # `/items//5` (or `/items/%2F5`) names nothing: a 404, not a redirect to `/items/5`.
     app.url_map.merge_slashes = False
     # Werkzeug answers 413 from Content-Length before reading, and stops a

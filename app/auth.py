@@ -93,16 +93,17 @@ def _needed_scope() -> str | None:
     A known path with a method it does not have (405) still needs a key: its
     answer says which methods exist, which is the resource's business.
     """
-    rule = request.url_rule
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    rule = req.url_rule
     if rule is None:
-        if not isinstance(request.routing_exception, MethodNotAllowed):
+        if not isinstance(req.routing_exception, MethodNotAllowed):
             return None
-        allowed = sorted(request.routing_exception.valid_methods or ())
+        allowed = sorted(req.routing_exception.valid_methods or ())
         adapter = current_app.url_map.bind("")
-        rule, _ = adapter.match(request.path, method=allowed[0], return_rule=True)
+        rule, _ = adapter.match(req.path, method=allowed[0], return_rule=True)
         return "read" if _declared_scope(rule.endpoint) else None
     scope = _declared_scope(rule.endpoint)
-    if scope is not None and request.method == "OPTIONS":
+    if scope is not None and req.method == "OPTIONS":
         return "read"
     return scope
 

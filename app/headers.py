@@ -21,9 +21,10 @@ from .errors import Problem
 
 
 def _one_host() -> None:
-    if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+    environ = request.environ
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
         return  # Host is optional before HTTP/1.1
-    host = request.environ.get("HTTP_HOST", "")
+    host = environ.get("HTTP_HOST", "")
     if not host or "," in host:
         raise Problem(400, "Bad Request", "An HTTP/1.1 request needs exactly one Host header.")
 

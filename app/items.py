@@ -78,10 +78,7 @@ def _if_match() -> list[int] | None:
 
 
 def _item_response(version: int, item_json: str, status: int = 200, **headers: str) -> Response:
-    response = Response(item_json, status, mimetype=ITEM_MEDIA_TYPE)
-    response.headers["ETag"] = f'"{version}"'
-    response.headers.update(headers)
-    return response
+    return Response(item_json, status, {"ETag": f'"{version}"', **headers}, mimetype=ITEM_MEDIA_TYPE)
 
 
 def _not_found() -> Problem:

@@ -39,6 +39,19 @@ def test_each_request_logs_one_line_with_the_contract_fields(api, server):
     assert isinstance(line["duration_ms"], float)
 
 
+def test_a_request_line_is_written_exactly_as_json_writes_its_fields(api, server):
+    """The line is made from a template (app/logs.py): its text is json's own, escapes included."""
+    request_id = f"log-{uuid.uuid4().hex}"
+    api.get('/items/%C3%A9%22%5C%09%7F%E2%80%A8', headers={"X-Request-ID": request_id})
+    assert request_lines(server, request_id)  # written (lines go out in batches)
+    (raw,) = [text for text in server.log_lines() if request_id in text and '"request"' in text]
+    line = json.loads(raw)
+    assert raw == json.dumps(line)
+    assert list(line) == ["level", "logger", "message", "client", "method", "path", "status",
+                          "duration_ms", "request_id", "timestamp"]
+    assert line["path"] == '/items/\u00e9"\\\t\x7f\u2028'
+
+
 def test_a_direct_client_is_logged_by_its_own_address_whatever_it_forwards(api, server):
     """Without a proxy in front (PROXY_HOPS=0, the default), X-Forwarded-For is the client's own
     claim: the log keeps the peer's address."""
