@@ -12,6 +12,8 @@ What runs (see bench/README.md for the why of each choice):
   limits as our API container, against the same PostgreSQL and table;
 * the framework ceiling: a constant Flask route in the product image, served
   by the product's own Granian settings (bench/ceiling/);
+* the round-trip floor: the same route running one `SELECT 1` first, on a
+  connection it holds;
 * PostgreSQL's ceiling: `pgbench -S -M prepared` over TCP loopback, same
   concurrency.
 

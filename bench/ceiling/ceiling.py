@@ -5,8 +5,17 @@ product's image, so that `GET /items/<id>` of the product divided by this
 route's throughput says what the database path (pool, query, row) costs on
 top of Flask and Granian themselves. The body has the size and shape of an
 item, so both send the same bytes.
+
+With CEILING_QUERY set, the same route first runs that statement on a
+connection its thread holds (CEILING_DATABASE_URL): the round-trip floor, what
+one trip to PostgreSQL costs on top of Flask and Granian, with no pool, key
+check, log line or metrics around it.
 """
 
+import os
+import threading
+
+import psycopg
 from flask import Flask, Response
 
 BODY = (
@@ -17,11 +26,29 @@ BODY = (
 READY = '{"status": "ok", "checks": {"app": "ok", "database": "ok"}}'
 
 
+class RoundTrip:
+    """`query` on a connection per thread, opened on first use and held (autocommit)."""
+
+    def __init__(self, query: str, url: str):
+        self.query, self.url = query, url
+        self.local = threading.local()
+
+    def __call__(self) -> None:
+        cursor = getattr(self.local, "cursor", None)
+        if cursor is None:
+            cursor = self.local.cursor = psycopg.connect(self.url, autocommit=True).cursor()
+        cursor.execute(self.query).fetchone()
+
+
 def create_app() -> Flask:
     app = Flask(__name__)
+    query = os.environ.get("CEILING_QUERY")
+    round_trip = RoundTrip(query, os.environ["CEILING_DATABASE_URL"]) if query else None
 
     @app.get("/items/<item_id>")
     def constant(item_id: str) -> Response:
+        if round_trip is not None:
+            round_trip()
         return Response(BODY, 200, mimetype="application/json")
 
     # /health/live too: the product's server settings include its watchdog, which probes it.

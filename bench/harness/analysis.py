@@ -13,6 +13,8 @@ from .config import (
     BACKUP_SCENARIOS,
     BASELINE,
     BASELINE_SCENARIOS,
+    CEILING,
+    CEILINGS,
     CLONES,
     COMPARISONS,
     EDGE_ROUTES,
@@ -20,6 +22,7 @@ from .config import (
     LATENCY_EDGE_ROUTES,
     LATENCY_SCENARIOS,
     PEERS,
+    ROUNDTRIP,
     SCENARIO_LABELS,
     SCENARIOS,
     TARGETS,
@@ -115,7 +118,7 @@ class Analysis:
         return ratio(self.throughput[scenario]["ours"].median, self.throughput[scenario][peer].median)
 
     def get_vs(self, other: str) -> float:
-        """Ours `GET /items/<id>` ÷ `other` ("ceiling" or "pgbench")."""
+        """Ours `GET /items/<id>` ÷ `other` ("ceiling", "roundtrip" or "pgbench")."""
         return ratio(self.throughput["get"]["ours"].median, self.throughput["get"][other].median)
 
     def comparison(self, name: str) -> float:
@@ -136,7 +139,12 @@ class Analysis:
 
     def live_vs_ceiling(self) -> float:
         """Our middleware alone (no database) ÷ the constant route."""
-        return ratio(self.live.median, self.throughput["get"]["ceiling"].median)
+        return ratio(self.live.median, self.throughput["get"][CEILING].median)
+
+    def roundtrip_vs_ceiling(self) -> float:
+        """The constant route with one trip to PostgreSQL ÷ without: the floor under any GET."""
+        get = self.throughput["get"]
+        return ratio(get[ROUNDTRIP].median, get[CEILING].median)
 
     def get_vs_live(self) -> float:
         """What the database path keeps of our middleware's throughput."""
@@ -156,7 +164,8 @@ class Analysis:
         """Every ratio by name, as latest.json has it."""
         out = {f"{scn}_vs_{peer}": self.vs_peer(scn, peer) for scn in SCENARIOS for peer in PEERS}
         out |= {"get_vs_ceiling": self.get_vs("ceiling"), "get_vs_pgbench": self.get_vs("pgbench"),
-                "live_vs_ceiling": self.live_vs_ceiling(), "get_vs_live": self.get_vs_live()}
+                "live_vs_ceiling": self.live_vs_ceiling(), "get_vs_live": self.get_vs_live(),
+                "get_vs_roundtrip": self.get_vs(ROUNDTRIP), "roundtrip_vs_ceiling": self.roundtrip_vs_ceiling()}
         out |= {f"cpu_{scn}_{peer}_vs_ours": self.cpu_vs_ours(scn, peer)
                 for scn in SCENARIOS for peer in PEERS}
         out |= {f"p99_{scn}_vs_{peer}": self.p99_vs(scn, peer) for scn in LATENCY_SCENARIOS for peer in PEERS}
@@ -259,7 +268,7 @@ def analyse(results: Results) -> Analysis:
         return Throughput.of(results.runs_of(key, scenario, c))
 
     tp = {scn: {k: of(k, scn) for k in (*APIS, BASELINE)} for scn in SCENARIOS}
-    for key in (*CLONES, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (*CLONES, *EDGE_ROUTES, *CEILINGS, "pgbench"):
         tp["get"][key] = of(key, "get")
     tp["live"] = {k: of(k, "live") for k in ("ours", BASELINE)}
     for scn in BACKUP_SCENARIOS:

@@ -19,6 +19,7 @@ from .baseline import baseline_image
 from .config import (
     APIS,
     BASELINE,
+    CEILINGS,
     CLONES,
     EDGE_LIMIT_SETTINGS,
     EDGE_ROUTES,
@@ -26,6 +27,8 @@ from .config import (
     LATENCY_EDGE_ROUTES,
     LATENCY_SCENARIOS,
     PEERS,
+    ROUNDTRIP,
+    ROUNDTRIP_QUERY,
     SCENARIOS,
     Settings,
 )
@@ -73,6 +76,7 @@ def start_candidates(stack: Stack, results: Results) -> None:
         if api != "ours":   # ours: compose's own edge
             start_edge(stack, api)
     start_ceiling(stack)
+    start_ceiling(stack, key=ROUNDTRIP, query=ROUNDTRIP_QUERY)
 
 
 def describe_run(stack: Stack, load: Load, results: Results) -> None:
@@ -95,7 +99,7 @@ def warm_up(stack: Stack, load: Load) -> None:
     for key in (*APIS, BASELINE):
         for scenario in SCENARIOS:
             load.wrk(stack.candidates[key], scenario, s.connections, s.warmup)
-    for key in (*CLONES, "ceiling", *EDGE_ROUTES):
+    for key in (*CLONES, *CEILINGS, *EDGE_ROUTES):
         load.wrk(stack.candidates[key], "get", s.connections, s.warmup)
 
 
@@ -104,7 +108,7 @@ def throughput_plan(s: Settings) -> list[Step]:
     with a setting changed (CLONES), through the edge and for both ceilings), /health/live for ours and
     the baseline, `get` at high concurrency for the APIs' scaling, and the clones' `get` once more."""
     apis = [*APIS, BASELINE]
-    get = [*apis, *CLONES, *EDGE_ROUTES, "ceiling", "pgbench"]
+    get = [*apis, *CLONES, *EDGE_ROUTES, *CEILINGS, "pgbench"]
     plan = [(scn, s.connections, get if scn == "get" else apis) for scn in SCENARIOS]
     plan.append(("live", s.connections, ["ours", BASELINE]))
     plan.append(("get", s.high_connections, list(APIS)))

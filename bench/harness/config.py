@@ -35,6 +35,13 @@ SCENARIO_LABELS = {
 }
 # The API candidates: ours and the peers (the ceilings are measured on `get` only).
 APIS = ("ours", "flask", "fastapi")
+# The framework ceiling, a constant Flask route in our image under our Granian settings
+# (bench/ceiling/), and the round-trip floor: the same route running ROUNDTRIP_QUERY first, on a
+# connection it holds. Between them: what one trip to PostgreSQL costs, before any code of ours.
+CEILING = "ceiling"
+ROUNDTRIP = "roundtrip"
+ROUNDTRIP_QUERY = "SELECT 1"
+CEILINGS = (CEILING, ROUNDTRIP)
 # Ours once more beside it with one setting changed (CLONES below), `get` only: what that costs.
 # Ours itself runs as it ships (API_AUTH=required, METRICS=on) and sends a key; the peers have no
 # auth and no metrics at all.

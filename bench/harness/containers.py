@@ -10,7 +10,7 @@ limits, hardening, tmpfs, TLS secret files) with only its upstream changed."""
 
 from __future__ import annotations
 
-from .config import BASELINE, BENCH, EDGES, OUR_SETTINGS, Peer
+from .config import BASELINE, BENCH, CEILING, EDGES, OUR_SETTINGS, Peer
 from .records import BaselineBuild
 from .shell import free_port, log, wait_http_ok
 from .stack import EDGE_PORTS, Candidate, Stack
@@ -124,8 +124,9 @@ def start_peer(stack: Stack, peer: Peer) -> Candidate:
                            [peer.image], peer.limits)
 
 
-def start_ceiling(stack: Stack, source: str = "ours", key: str = "ceiling") -> Candidate:
-    """A constant Flask route in our image, under the Granian settings and hardening of `source`."""
+def start_ceiling(stack: Stack, source: str = "ours", key: str = CEILING, query: str = "") -> Candidate:
+    """A constant Flask route in our image, under the Granian settings and hardening of `source`;
+    with `query`, the round-trip floor: the route runs it first (bench/ceiling/ceiling.py)."""
     info = stack.docker.inspect(stack.candidates[source].container)
     env = [e for e in info["Config"]["Env"] if e.split("=", 1)[0] in OUR_SETTINGS or e.startswith("MAX_BODY")]
     options = [*hardening(info),
@@ -135,12 +136,17 @@ def start_ceiling(stack: Stack, source: str = "ours", key: str = "ceiling") -> C
                # A constant route counts nothing; and the metrics' directory would need compose's tmpfs.
                "-e", "METRICS=off",
                "--entrypoint", "python"]
+    if query:   # as the app role, like the peers (a bench container: the password may show)
+        url = f"postgresql://app:{stack.secrets['app_db_password']}@postgres:5432/appdb"
+        options += ["-e", f"CEILING_QUERY={query}", "-e", f"CEILING_DATABASE_URL={url}"]
     for e in env:
         options += ["-e", e]
-    c = start_container(stack, key, "framework ceiling (constant Flask route, same Granian settings)",
+    label = (f"round-trip floor (the constant route plus `{query}`)" if query
+             else "framework ceiling (constant Flask route, same Granian settings)")
+    c = start_container(stack, key, label,
                         f"{stack.settings.project}-{key}", 5000, options,
                         [info["Image"], "/bench/serve_ceiling.py"])
-    log(f"framework ceiling {key} ready")
+    log(f"{label} {key} ready")
     return c
 
 

@@ -133,12 +133,17 @@ def limits_section(results: Results, a: Analysis) -> list[str]:
          f"{cell(get['ceiling'])} | **{f2(a.get_vs('ceiling'))}×** (≥ {TARGETS.get_vs_ceiling}) |"),
         (f"| PostgreSQL ceiling: `pgbench -S -M prepared -c{results.settings.connections} -j2` over TCP "
          f"127.0.0.1 | {cell(get['pgbench'])} | **{f2(a.get_vs('pgbench'))}×** |"),
+        ("| round-trip floor: the same constant route, plus one `SELECT 1` on a connection its thread "
+         f"holds (no pool, key, log line or metrics) | {cell(get['roundtrip'])} | "
+         f"**{f2(a.get_vs('roundtrip'))}×** |"),
         ("| ours `GET /health/live`: the product's Flask app and middleware (request id, JSON log line), "
          f"no database | {cell(a.live)} | {f2(a.get_vs_live())}× |"),
         "",
         ("Where the distance to the framework ceiling goes: our middleware alone reaches "
          f"{f2(a.live_vs_ceiling())}× of the bare constant route, and the database path keeps "
-         f"{f2(a.get_vs_live())}× of that."),
+         f"{f2(a.get_vs_live())}× of that. One trip to PostgreSQL alone, with no code of ours around it, "
+         f"keeps {f2(a.roundtrip_vs_ceiling())}× of the constant route: no `GET /items/<id>` that "
+         "asks the database can go above that."),
     ]
 
 
@@ -250,6 +255,8 @@ def cpu_section(a: Analysis) -> list[str]:
         lines.append(f"| {scn} | {cpu} | {vs} |")
     lines += [
         f"| constant route (ceiling) | {f0(a.throughput['get']['ceiling'].cpu_us)} | | | | | | | |",
+        (f"| constant route + `SELECT 1` (round-trip floor) | {f0(a.throughput['get']['roundtrip'].cpu_us)} | "
+         f"{f0(a.throughput['get']['roundtrip'].pg_cpu_us)} | | | | | | |"),
         f"| ours /health/live | {f0(a.live.cpu_us)} | | | | | | | |",
         "",
         ("Every API container has the same CPU limit, so the CPU a request costs bounds its throughput; this "
@@ -375,6 +382,7 @@ def print_summary(a: Analysis) -> None:
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
+    print(f"  {'round-trip floor ÷ framework ceiling':<46} {a.roundtrip_vs_ceiling():5.2f}×")
     print("\nThis round ÷ the baseline revision (req/s, API CPU per request):")
     for scn in BASELINE_SCENARIOS:
         print(f"  {scn:<6} {a.vs_baseline(scn):5.2f}×  {a.cpu_vs_baseline(scn):5.2f}×")

@@ -2,15 +2,15 @@
 
 It runs every step of `make bench` (our prod stack with its edge and an API key, ours once more
 without keys or metrics, ours at the baseline revision, both peers, the Flask peer behind the same
-edge, the framework ceiling, pgbench, wrk over HTTP and HTTPS, the fixed-rate generator, footprint,
-rebuild, writes in each backup mode, JSON/Markdown/PNG output) with tiny durations, so that the
-harness cannot rot between full runs. It never asserts on a timing: on a shared machine a one-second
-run means nothing. It does assert that everything ran, that every candidate answered every request
-with a success status (through the edge too: its per-client limits must not answer 429 to the
-benchmark's single address; ours: every request carried the run's key), that the peers, ours without
-keys or metrics, ours at the baseline revision and every route through an edge serve the same JSON
-as the API they stand for, and that the key is checked where it is sent. BENCH_PROJECT names its
-compose project.
+edge, the framework ceiling and the round-trip floor, pgbench, wrk over HTTP and HTTPS, the
+fixed-rate generator, footprint, rebuild, writes in each backup mode, JSON/Markdown/PNG output) with
+tiny durations, so that the harness cannot rot between full runs. It never asserts on a timing: on a
+shared machine a one-second run means nothing. It does assert that everything ran, that every
+candidate answered every request with a success status (through the edge too: its per-client limits
+must not answer 429 to the benchmark's single address; ours: every request carried the run's key),
+that the peers, ours without keys or metrics, ours at the baseline revision and every route through
+an edge serve the same JSON as the API they stand for, and that the key is checked where it is sent.
+BENCH_PROJECT names its compose project.
 
 Needs a Docker engine with what the stack needs (the `docker` fixture: without one it skips,
 except under CI=true); wrk is installed from Debian's packages when missing.
@@ -62,7 +62,7 @@ def test_every_candidate_ran_every_scenario(smoke: tuple[dict, Path]) -> None:
         for scenario in SCENARIOS:
             assert (key, scenario, 32) in seen
         assert (key, "get", 256) in seen
-    for key in (TWIN, NO_AUTH, NO_METRICS, *EDGE_ROUTES, "ceiling", "pgbench"):
+    for key in (TWIN, NO_AUTH, NO_METRICS, *EDGE_ROUTES, "ceiling", "roundtrip", "pgbench"):
         assert (key, "get", 32) in seen
     assert ("ours", "live", 32) in seen
     assert all(r.get("requests", 1) > 0 and r["rps"] > 0 for r in results["runs"])
