@@ -40,7 +40,7 @@ class App(Flask):
 
     Flask asks of every view and hook, on every request, whether it is a coroutine to run in an
     event loop; together with the session lookup that cost ~5% of the CPU of `/health/live`
-    (bench/README.md). tests/unit/test_app.py checks that no view, hook or error handler is one.
+    (bench/README.md). tests/api/test_app.py checks that no view, hook or error handler is one.
     """
 
     session_interface = NoSessions()
