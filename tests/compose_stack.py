@@ -17,7 +17,6 @@ A plain module, not a conftest, so that each suite's conftest imports it by name
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -27,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import poll, unavailable
+from support import json_records, poll, unavailable
 from tools.docker_cli import Docker, docker_binary, free_port
 from tools.preflight import choose_ca, pip_configured_cert
 
@@ -151,15 +150,7 @@ class Stack:
         the API's request log (request_id, method, path, status, client), the edge's access log."""
         since_args = ("--since", since) if since else ()
         out = self.compose("logs", "--no-color", "--no-log-prefix", *since_args, service, timeout=60).stdout
-        lines = []
-        for line in out.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                lines.append(record)
-        return lines
+        return json_records(out.splitlines())
 
     def logged(self, service: str, wanted: Callable[[dict], bool], count: int = 1, *,
                since: str | None = None, timeout: float = 5) -> list[dict]:

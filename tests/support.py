@@ -6,12 +6,13 @@ Kept out of the conftests so that test modules and the conftests alike import th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,6 +182,20 @@ def table_snapshot(db: Database) -> str:
         " ',' ORDER BY id)), '') FROM app.items;"
         " SELECT count(*) FROM app.cursor_key;"
     )
+
+
+def json_records(lines: Iterable[str]) -> list[dict]:
+    """The JSON objects among log lines, parsed, in order; any other line (a traceback, a
+    plain-text line of a tool) is skipped. Tests that every line is JSON check that themselves."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def poll(read: Callable[[], Reading], done: Callable[[Reading], bool], timeout: float,

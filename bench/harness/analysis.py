@@ -163,7 +163,7 @@ class Analysis:
     def ratios(self) -> dict[str, float]:
         """Every ratio by name, as latest.json has it."""
         out = {f"{scn}_vs_{peer}": self.vs_peer(scn, peer) for scn in SCENARIOS for peer in PEERS}
-        out |= {"get_vs_ceiling": self.get_vs("ceiling"), "get_vs_pgbench": self.get_vs("pgbench"),
+        out |= {"get_vs_ceiling": self.get_vs(CEILING), "get_vs_pgbench": self.get_vs("pgbench"),
                 "live_vs_ceiling": self.live_vs_ceiling(), "get_vs_live": self.get_vs_live(),
                 "get_vs_roundtrip": self.get_vs(ROUNDTRIP), "roundtrip_vs_ceiling": self.roundtrip_vs_ceiling()}
         out |= {f"cpu_{scn}_{peer}_vs_ours": self.cpu_vs_ours(scn, peer)
@@ -190,7 +190,7 @@ def _throughput_checks(a: Analysis) -> list[Check]:
         checks.append(Check(f"{SCENARIO_LABELS[scn].split(' (')[0]}: ours / {peer} peer", v, goal, v >= goal,
                             f"≥ {goal}×"))
     goal = TARGETS.get_vs_ceiling
-    v = a.get_vs("ceiling")
+    v = a.get_vs(CEILING)
     checks.append(Check("GET /items/<id>: ours / framework ceiling", v, goal, v >= goal, f"≥ {goal}×"))
     # Issue 19's, everything on: the database path, and the per-request middleware alone.
     for label, v, goal in (("GET /items/<id> direct", v, TARGETS.get_vs_ceiling_everything_on),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis import Analysis
-from .config import (APIS, BASELINE_COMPARISONS, BASELINE_SCENARIOS, LATENCY_SCENARIOS, OURS_NO_AUTH,
+from .config import (APIS, BASELINE_COMPARISONS, BASELINE_SCENARIOS, CEILING, LATENCY_SCENARIOS, OURS_NO_AUTH,
                      OURS_NO_METRICS, SCENARIOS)
 from .records import Results
 from .shell import log
@@ -39,7 +39,7 @@ def throughput_axes(ax, a: Analysis) -> None:
 
 def limits_axes(ax, a: Analysis) -> None:
     get = a.throughput["get"]
-    bars = [("ceiling", get["ceiling"].median), ("ours get", get["ours"].median),
+    bars = [("ceiling", get[CEILING].median), ("ours get", get["ours"].median),
             ("no keys", get[OURS_NO_AUTH].median), ("no metrics", get[OURS_NO_METRICS].median),
             ("via edge", get["ours_edge"].median), ("via edge\nHTTPS", get["ours_edge_tls"].median),
             ("pgbench\n-S", get["pgbench"].median)]
@@ -51,7 +51,7 @@ def limits_axes(ax, a: Analysis) -> None:
         ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("req/s or tps (log)")
-    ax.set_title(f"Limits: ours ÷ ceiling {a.get_vs('ceiling'):.2f}×, ÷ pgbench "
+    ax.set_title(f"Limits: ours ÷ ceiling {a.get_vs(CEILING):.2f}×, ÷ pgbench "
                  f"{a.get_vs('pgbench'):.3f}×, with a key ÷ without "
                  f"{a.comparison('auth_get_vs_off'):.2f}×, metrics on ÷ off "
                  f"{a.comparison('metrics_get_vs_off'):.2f}×;\n"

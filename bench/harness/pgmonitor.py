@@ -9,6 +9,7 @@ import subprocess
 import threading
 from typing import Self
 
+from .config import CEILING
 from .records import ConnectionPeak, PgConnections
 from .shell import Docker
 from .stack import Candidate
@@ -77,7 +78,7 @@ class PgMonitor:
         """Each candidate's peaks (the ceiling never connects), by its address on the backend network."""
         out = PgConnections(samples=self.samples)
         for key, c in candidates.items():
-            if c.backend_ip and key != "ceiling":
+            if c.backend_ip and key != CEILING:
                 peak = ConnectionPeak(self.peak.get(c.backend_ip, 0))
                 for conns in connection_counts:
                     v = self.peak_loaded.get((key, conns, c.backend_ip))

@@ -17,6 +17,7 @@ from .config import (
     BASELINE_COMPARISONS,
     BASELINE_SCENARIOS,
     BASE_IMAGE,
+    CEILING,
     CLONE_COMPARISONS,
     CLONES,
     DOCS_PACKAGE,
@@ -28,6 +29,7 @@ from .config import (
     LATENCY_SCENARIOS,
     OURS_NO_AUTH,
     PEERS,
+    ROUNDTRIP,
     SCENARIO_LABELS,
     SCENARIOS,
     TARGETS,
@@ -130,12 +132,12 @@ def limits_section(results: Results, a: Analysis) -> list[str]:
         "| | req/s or tps | ours `GET /items/<id>` ÷ it |",
         "|---|---|---|",
         ("| framework ceiling: constant Flask route, same image, same Granian settings, same limits | "
-         f"{cell(get['ceiling'])} | **{f2(a.get_vs('ceiling'))}×** (≥ {TARGETS.get_vs_ceiling}) |"),
+         f"{cell(get[CEILING])} | **{f2(a.get_vs(CEILING))}×** (≥ {TARGETS.get_vs_ceiling}) |"),
         (f"| PostgreSQL ceiling: `pgbench -S -M prepared -c{results.settings.connections} -j2` over TCP "
          f"127.0.0.1 | {cell(get['pgbench'])} | **{f2(a.get_vs('pgbench'))}×** |"),
         ("| round-trip floor: the same constant route, plus one `SELECT 1` on a connection its thread "
-         f"holds (no pool, key, log line or metrics) | {cell(get['roundtrip'])} | "
-         f"**{f2(a.get_vs('roundtrip'))}×** |"),
+         f"holds (no pool, key, log line or metrics) | {cell(get[ROUNDTRIP])} | "
+         f"**{f2(a.get_vs(ROUNDTRIP))}×** |"),
         ("| ours `GET /health/live`: the product's Flask app and middleware (request id, JSON log line), "
          f"no database | {cell(a.live)} | {f2(a.get_vs_live())}× |"),
         "",
@@ -254,9 +256,9 @@ def cpu_section(a: Analysis) -> list[str]:
         vs = " | ".join(f"{f2(a.cpu_vs_ours(scn, peer))}×" for peer in PEERS)
         lines.append(f"| {scn} | {cpu} | {vs} |")
     lines += [
-        f"| constant route (ceiling) | {f0(a.throughput['get']['ceiling'].cpu_us)} | | | | | | | |",
-        (f"| constant route + `SELECT 1` (round-trip floor) | {f0(a.throughput['get']['roundtrip'].cpu_us)} | "
-         f"{f0(a.throughput['get']['roundtrip'].pg_cpu_us)} | | | | | | |"),
+        f"| constant route (ceiling) | {f0(a.throughput['get'][CEILING].cpu_us)} | | | | | | | |",
+        (f"| constant route + `SELECT 1` (round-trip floor) | {f0(a.throughput['get'][ROUNDTRIP].cpu_us)} | "
+         f"{f0(a.throughput['get'][ROUNDTRIP].pg_cpu_us)} | | | | | | |"),
         f"| ours /health/live | {f0(a.live.cpu_us)} | | | | | | | |",
         "",
         ("Every API container has the same CPU limit, so the CPU a request costs bounds its throughput; this "
@@ -380,7 +382,7 @@ def print_summary(a: Analysis) -> None:
     for scn in SCENARIOS:
         print(f"  {SCENARIO_LABELS[scn]:<46} ours ÷ Flask {a.vs_peer(scn, 'flask'):5.2f}×   "
               f"ours ÷ FastAPI {a.vs_peer(scn, 'fastapi'):5.2f}×")
-    print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs('ceiling'):5.2f}×")
+    print(f"  {'GET /items/<id> ÷ framework ceiling':<46} {a.get_vs(CEILING):5.2f}×")
     print(f"  {'GET /items/<id> ÷ pgbench -S':<46} {a.get_vs('pgbench'):5.3f}×")
     print(f"  {'round-trip floor ÷ framework ceiling':<46} {a.roundtrip_vs_ceiling():5.2f}×")
     print("\nThis round ÷ the baseline revision (req/s, API CPU per request):")

@@ -3,7 +3,6 @@ scopes, over real HTTP against the real server, keys made by ``python -m app key
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import uuid
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from conftest import create_key
-from support import Api, Database, Server, run_cli
+from support import Api, Database, Server, json_records, run_cli
 
 T = 10
 INVALID = 'Bearer realm="items", error="invalid_token"'
@@ -231,7 +230,7 @@ def test_auth_off_serves_items_without_a_key_and_says_so_loudly(migrated, tmp_pa
     server = Server({**migrated.env(tmp_path), "API_AUTH": "off"}, tmp_path / "server.log")
     try:
         assert requests.get(server.url + "/items", timeout=T).status_code == 200
-        warnings = [json.loads(line) for line in server.log_lines() if '"auth.off"' in line]
+        warnings = [r for r in json_records(server.log_lines()) if r.get("event") == "auth.off"]
     finally:
         server.stop()
     assert warnings and warnings[0]["level"] == "WARNING"

@@ -8,12 +8,12 @@ import uuid
 
 import requests
 
-from support import Server
+from support import Server, json_records
 
 
 def request_lines(server, request_id: str) -> list[dict]:
     for _ in range(50):
-        lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        lines = json_records(server.log_lines())
         found = [line for line in lines if line.get("request_id") == request_id and line["message"] == "request"]
         if found:
             return found
@@ -94,7 +94,7 @@ def test_a_stopped_server_has_written_the_line_of_every_request_it_answered(migr
                 session.get(server.url + "/health/live", headers={"X-Request-ID": request_id})
     finally:
         server.stop()
-    lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+    lines = json_records(server.log_lines())
     assert sum(line.get("request_id") == request_id for line in lines) == 200
 
 

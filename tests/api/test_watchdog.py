@@ -6,7 +6,6 @@ on, nothing answers, and Docker alone would never restart it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from support import Database, Server, children, granian_workers
+from support import Database, Server, children, granian_workers, json_records
 
 from app.watchdog import EXIT_WEDGED
 
@@ -39,7 +38,7 @@ def test_a_wedged_worker_makes_the_server_exit_for_a_restart(watched):
     assert code == EXIT_WEDGED
     # Silence for TIMEOUT seconds, then Granian's 8 s to stop its workers at most.
     assert time.monotonic() - started < TIMEOUT + 15
-    events = [json.loads(line).get("event") for line in watched.log_lines() if line.startswith("{")]
+    events = [record.get("event") for record in json_records(watched.log_lines())]
     assert "server.wedged" in events
 
 

@@ -49,7 +49,7 @@ from urllib.parse import quote
 import pytest
 
 from compose_stack import write_secrets
-from support import granian_workers, unavailable
+from support import granian_workers, json_records, unavailable
 from tools.docker_cli import Docker, free_port
 from tools.verify.checks import METRICS_MARK, SCRAPE
 from tools.verify.model import API, EDGE, POSTGRES, SWARM_SERVICES
@@ -312,13 +312,8 @@ def task_logs(stack: SwarmStack, service: str, since: str) -> Iterator[tuple[str
 def log_records(stack: SwarmStack, service: str, since: str) -> Iterator[tuple[str, dict]]:
     """(task id, JSON record) for each JSON line its running tasks here logged since `since`."""
     for task, stdout, _ in task_logs(stack, service, since):
-        for line in stdout.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield task, record
+        for record in json_records(stdout.splitlines()):
+            yield task, record
 
 
 def passed_on(stack: SwarmStack, since: float) -> list[str]:
