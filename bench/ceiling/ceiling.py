@@ -27,7 +27,11 @@ READY = '{"status": "ok", "checks": {"app": "ok", "database": "ok"}}'
 
 
 class RoundTrip:
-    """`query` on a connection per thread, opened on first use and held (autocommit)."""
+    """`query` on a connection per thread, opened on first use and held (autocommit).
+
+    A connection that fails (PostgreSQL restarted, say) fails its request and is dropped, so the
+    thread's next request opens a new one instead of failing for good.
+    """
 
     def __init__(self, query: str, url: str):
         self.query, self.url = query, url
@@ -37,7 +41,12 @@ class RoundTrip:
         cursor = getattr(self.local, "cursor", None)
         if cursor is None:
             cursor = self.local.cursor = psycopg.connect(self.url, autocommit=True).cursor()
-        cursor.execute(self.query).fetchone()
+        try:
+            cursor.execute(self.query).fetchone()
+        except psycopg.OperationalError:
+            self.local.cursor = None
+            cursor.connection.close()
+            raise
 
 
 def create_app() -> Flask:
