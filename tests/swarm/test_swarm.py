@@ -113,6 +113,12 @@ class SwarmStack:
         tasks = json.loads(self.docker("inspect", *ids).stdout) if ids else []
         return [t for t in tasks if t["Status"]["State"] == "running"]
 
+    def task_history(self, name: str) -> str:
+        """Every task the service has had, stopped ones included, with state and error: for messages."""
+        return self.docker("service", "ps", "--no-trunc", "--format",
+                           "{{.ID}} {{.Name}} {{.Image}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}",
+                           f"{self.name}_{name}").stdout
+
     def image_id(self, ref: str) -> str:
         return self.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
@@ -646,7 +652,11 @@ def test_broken_image_is_rolled_back(swarm) -> None:
     assert service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == good
     tasks = swarm.tasks(API)
     assert len(tasks) == 3 and {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {good}
-    assert {t["ID"] for t in tasks} == good_tasks  # start-first: the old tasks never stopped
+    # start-first: the slots the update never reached keep their tasks. The slot it reached may
+    # end with a new task of the good image instead of its old one (seen once in CI: the rollback
+    # replaced that slot's task, the failed broken one having been restarted under restart policy
+    # `any` first); no request may fail either way (below).
+    assert len({t["ID"] for t in tasks} & good_tasks) >= 2, swarm.task_history(API)
     assert load.failures == [], load.failures
 
 
