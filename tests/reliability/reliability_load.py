@@ -140,7 +140,10 @@ class WriteLoad:
                              headers=self.headers)
         except requests.Timeout:
             outcome.error = "timeout"
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            # Refused, reset, or cut off in the middle of the body (the API killed while it
+            # answered): no answer either way. Uncaught, the last one ended the client's thread
+            # and lost its outcome, so a row it had stored counted as never sent.
             outcome.error = "connection"
             session.close()  # start the next request on a fresh connection
         else:
